@@ -1,0 +1,1 @@
+"""ssl layer of dagman."""
