@@ -1,7 +1,8 @@
 """The ``dagman`` command: one subcommand per pipeline stage.
 
-Each stage lives in its own module that exposes ``add_arguments(parser)`` and ``run(args)``; the module is
-imported only when its subcommand runs, so ``dagman --help`` stays fast (no torch import).
+Each stage lives in a ``*_cli.py`` module that exposes ``add_arguments(parser)`` and ``run(args)`` and keeps
+heavy imports (torch, SimpleITK, pylidc) inside ``run``. Only the module of the chosen subcommand is imported,
+so ``dagman --help`` is instant and one stage's optional dependency never breaks another stage.
 """
 
 from __future__ import annotations
@@ -12,40 +13,49 @@ import sys
 
 __all__ = ["main", "COMMANDS"]
 
-# subcommand -> (module holding add_arguments/run, one-line help)
+# subcommand -> (module with add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("dagman.io.synthetic.entrypoint", "write the synthetic demo cohort as real DICOM"),
-    "convert": ("dagman.io.convert_entrypoint", "discover DICOM series in a folder tree and convert them to NIfTI"),
-    "resample": ("dagman.io.cache_entrypoint", "resample converted series to isotropic spacing and build the training cache"),
+    "demo": ("dagman.io.demo_cli", "write the synthetic demo cohort (chest CT phantoms and broken series) as DICOM"),
+    "convert": ("dagman.io.convert_cli", "discover DICOM series in any folder tree and convert each to NIfTI"),
+    "resample": ("dagman.io.resample_cli", "resample converted series to isotropic spacing and write the training cache"),
+    "lidc-demo": ("dagman.cohorts.lidc_demo_cli", "write LIDC-like synthetic DICOM on real LIDC scan geometry"),
+    "lidc-nodules": ("dagman.cohorts.lidc_cli", "build the LIDC nodule table (and masks and crops) through pylidc"),
+    "splits": ("dagman.cohorts.splits_cli", "write patient-level test / 3-fold CV / few-shot split files"),
+    "pretrain": ("dagman.ssl.pretrain_cli", "self-supervised pretraining of one method (DAGMaN or a baseline)"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from dagman import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="dagman",
-        description="DAGMaN pipeline stages. Each subcommand is one stage of the Snakemake workflow; "
-        "run `dagman <stage> --help` for its options.",
-    )
-    parser.add_argument("--version", action="version", version=f"dagman {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="<stage>")
-    for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
-        # argument definitions are cheap to import only if the module keeps heavy imports inside run()
-        importlib.import_module(module).add_arguments(p)
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of one stage, built from its module's ``add_arguments``."""
+    module, help_text = COMMANDS[command]
+    parser = argparse.ArgumentParser(prog=f"dagman {command}", description=help_text)
+    importlib.import_module(module).add_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_module", None):
-        parser.print_help()
+    from dagman import __version__
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stages = "\n".join(f"  {name:<14} {help_text}" for name, (_, help_text) in COMMANDS.items())
+    usage = (
+        "usage: dagman [-h] [--version] <stage> [options]\n\n"
+        "DAGMaN pipeline stages; each is one step of the Snakemake workflow.\n\n"
+        f"stages:\n{stages}\n\nRun `dagman <stage> --help` for a stage's options.\n"
+    )
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"dagman {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"dagman: unknown stage {command!r}; valid stages: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    result = importlib.import_module(args._module).run(args)
-    return int(result or 0)
+    args = build_parser(command).parse_args(rest)
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":
