@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from dagman.io.resample import resample_to_spacing, window_to_unit
 
-__all__ = ["build_cache", "load_cached_array", "INDEX_COLUMNS", "SERIES_COLUMNS"]
+__all__ = ["build_cache", "write_index", "load_cached_array", "INDEX_COLUMNS", "SERIES_COLUMNS"]
 
 # columns of the converter's series.csv that this stage reads
 SERIES_COLUMNS = ("case_id", "series_id", "image")
@@ -85,10 +85,23 @@ def _cache_one(
         raise ValueError(f"could not read or resample {source}: {exc}") from exc
     name = f"{case_id}__{series_id}"
     out = Path(out_dir)
+    _atomic_write_image(resampled, out / f"images/{name}.nii.gz")
+    _atomic_write_array(window_to_unit(sitk.GetArrayViewFromImage(resampled), *window), out / f"arrays/{name}.npy")
+    return _index_row(out, case_id, series_id, spacing, window)
+
+
+def _index_row(
+    out: Path, case_id: str, series_id: str, spacing: float, window: tuple[float, float]
+) -> dict[str, Any]:
+    """The index row of one cached series, read from its NIfTI header (no voxel data is loaded)."""
+    name = f"{case_id}__{series_id}"
     image_rel, array_rel = f"images/{name}.nii.gz", f"arrays/{name}.npy"
-    _atomic_write_image(resampled, out / image_rel)
-    _atomic_write_array(window_to_unit(sitk.GetArrayViewFromImage(resampled), *window), out / array_rel)
-    size, origin = resampled.GetSize(), resampled.GetOrigin()
+    if not (out / array_rel).is_file():
+        raise FileNotFoundError(f"cached array {out / array_rel} does not exist (resample {name} first)")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(out / image_rel))
+    reader.ReadImageInformation()
+    size, origin = reader.GetSize(), reader.GetOrigin()
     return {
         "case_id": case_id,
         "series_id": series_id,
@@ -135,6 +148,7 @@ def build_cache(
     spacing: float = 2.0,
     window: tuple[float, float] = (-175.0, 250.0),
     workers: int | None = None,
+    only: list[str] | None = None,
 ) -> pd.DataFrame:
     """Resample every converted series listed in ``series_csv`` and write the training cache to ``out_dir``.
 
@@ -144,9 +158,12 @@ def build_cache(
         spacing: isotropic output spacing in mm.
         window: HU window (low, high) mapped to [0, 1] in the arrays.
         workers: number of processes; None uses every CPU core, 1 runs in this process.
+        only: resample just these ``<case_id>__<series_id>`` keys and leave index.csv alone (the workflow
+            runs one job per series, then :func:`write_index` once).
 
     Returns:
-        The index table, also written to ``out_dir/index.csv``, sorted by (case_id, series_id).
+        The index table (written to ``out_dir/index.csv`` unless ``only`` is given), sorted by
+        (case_id, series_id).
     """
     series_csv = Path(series_csv)
     out = Path(out_dir)
@@ -157,6 +174,12 @@ def build_cache(
     if not high > low:
         raise ValueError(f"window high ({high}) must be greater than low ({low})")
     table = _read_series_table(series_csv)
+    if only is not None:
+        keys = table["case_id"] + "__" + table["series_id"]
+        unknown = sorted(set(only) - set(keys))
+        if unknown:
+            raise ValueError(f"series {', '.join(unknown)} not listed in {series_csv}")
+        table = table[keys.isin(only)]
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "arrays").mkdir(parents=True, exist_ok=True)
 
@@ -180,10 +203,33 @@ def build_cache(
 
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     index = index.sort_values(["case_id", "series_id"], kind="stable").reset_index(drop=True)
+    if only is None:
+        _write_index_csv(index, out)
+    return index
+
+
+def write_index(
+    series_csv: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    spacing: float = 2.0,
+    window: tuple[float, float] = (-175.0, 250.0),
+) -> pd.DataFrame:
+    """Write ``out_dir/index.csv`` for series already cached one by one (``build_cache(..., only=...)``)."""
+    out = Path(out_dir)
+    table = _read_series_table(Path(series_csv))
+    low, high = (float(w) for w in window)
+    rows = [_index_row(out, r.case_id, r.series_id, float(spacing), (low, high)) for r in table.itertuples()]
+    index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    index = index.sort_values(["case_id", "series_id"], kind="stable").reset_index(drop=True)
+    _write_index_csv(index, out)
+    return index
+
+
+def _write_index_csv(index: pd.DataFrame, out: Path) -> None:
     tmp = out / f".tmp-{os.getpid()}-index.csv"
     index.to_csv(tmp, index=False)
     os.replace(tmp, out / "index.csv")
-    return index
 
 
 def load_cached_array(cache_dir: str | os.PathLike[str], row: Mapping[str, Any]) -> np.memmap:

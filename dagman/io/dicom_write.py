@@ -20,9 +20,9 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     UID,
     ExplicitVRLittleEndian,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
 
@@ -49,9 +49,17 @@ def derived_uid(*parts: object) -> UID:
 
 
 def _ds(value: float) -> str:
-    """A DICOM decimal string (DS, at most 16 characters) for ``value``, stable across platforms."""
-    text = f"{float(value):.6g}"
-    return "0" if text == "-0" else text
+    """A DICOM decimal string (DS, at most 16 characters) for ``value``.
+
+    Uses the most significant digits that fit (12 at most), so real scanner positions such as -123.456789
+    survive exactly while float noise such as 8.100000000000001 is written as 8.1.
+    """
+    value = float(value)
+    for digits in range(12, 0, -1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 16:
+            return "0" if text == "-0" else text
+    raise ValueError(f"{value} cannot be written as a DICOM decimal string")
 
 
 def _check_unit(vector: Sequence[float], name: str) -> np.ndarray:
@@ -230,7 +238,9 @@ def write_ct_series(
         positions = origin_v[None, :] + np.arange(n_slices)[:, None] * sz * normal[None, :]
 
     numbers = list(range(1, n_slices + 1)) if instance_numbers is None else [int(n) for n in instance_numbers]
-    sops = [derived_uid(series_uid, "sop", k) for k in range(n_slices)] if sop_uids is None else list(sop_uids)
+    sops = (
+        [derived_uid(series_uid, "sop", k) for k in range(n_slices)] if sop_uids is None else list(sop_uids)
+    )
     names = [f"1-{n:03d}.dcm" for n in numbers] if file_names is None else list(file_names)
     for label, values in (("instance_numbers", numbers), ("sop_uids", sops), ("file_names", names)):
         if len(values) != n_slices:

@@ -33,14 +33,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="parallel processes (default: every CPU core; 1 = no pool)"
     )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--only",
+        nargs="+",
+        metavar="KEY",
+        help="resample only these <case_id>__<series_id> series and leave index.csv alone (one workflow job per series)",
+    )
+    mode.add_argument(
+        "--index-only",
+        action="store_true",
+        help="write index.csv for series already resampled with --only (no resampling)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the cache and print a one-line summary; return the exit status."""
-    from dagman.io.cache import build_cache
+    from dagman.io.cache import build_cache, write_index
 
+    window = tuple(args.window)
+    if args.index_only:
+        index = write_index(args.series, args.out, spacing=args.spacing, window=window)
+        print(f"indexed {len(index)} cached series: {args.out / 'index.csv'}")
+        return 0
     index = build_cache(
-        args.series, args.out, spacing=args.spacing, window=tuple(args.window), workers=args.workers
+        args.series, args.out, spacing=args.spacing, window=window, workers=args.workers, only=args.only
     )
-    print(f"resampled {len(index)} series to {args.spacing:g} mm; index: {args.out / 'index.csv'}")
+    where = "" if args.only else f"; index: {args.out / 'index.csv'}"
+    print(f"resampled {len(index)} series to {args.spacing:g} mm{where}")
     return 0

@@ -81,3 +81,20 @@ def test_resample_cli_runs_build_cache(tmp_path, capsys):
     assert run(args) == 0
     index = pd.read_csv(tmp_path / "cache" / "index.csv")
     assert index.loc[0, "spacing"] == 3.0 and index.loc[0, "window_low"] == -100.0
+
+
+def test_per_series_jobs_then_index_equal_one_batch_run(tmp_path):
+    """The workflow's one-job-per-series path (--only, then --index-only) gives the batch run's index."""
+    from dagman.io.cache import write_index
+
+    series_csv = _write_series_csv(tmp_path / "convert", [(8, 10, 12), (6, 9, 5)])
+    batch = build_cache(series_csv, tmp_path / "batch", workers=1)
+    keys = list(batch.case_id + "__" + batch.series_id)
+    for key in keys:
+        partial = build_cache(series_csv, tmp_path / "jobs", workers=1, only=[key])
+        assert len(partial) == 1
+        assert not (tmp_path / "jobs" / "index.csv").exists()
+    index = write_index(series_csv, tmp_path / "jobs")
+    pd.testing.assert_frame_equal(index, batch)
+    with pytest.raises(ValueError, match="not listed"):
+        build_cache(series_csv, tmp_path / "jobs", only=["nope__0000"])
