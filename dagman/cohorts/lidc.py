@@ -120,7 +120,9 @@ class LabelRule:
         if not 2 <= self.malignant_from <= 5:
             raise ValueError(f"label rule malignant_from must be 2..5, got {self.malignant_from}")
         if not 1 <= self.min_annotators <= 4:
-            raise ValueError(f"label rule min_annotators must be 1..4 (LIDC has 4 readers), got {self.min_annotators}")
+            raise ValueError(
+                f"label rule min_annotators must be 1..4 (LIDC has 4 readers), got {self.min_annotators}"
+            )
 
     def score(self, ratings: Sequence[int]) -> int:
         """The aggregated rating, rounded half up."""
@@ -198,7 +200,9 @@ def scan_nodule_rows(scan: Any, rule: LabelRule, clevel: float = 0.5) -> list[di
                 "centroid_slice": round(float(centroid[2]), _DECIMALS),
                 "centroid_x_mm": None,
                 "centroid_y_mm": None,
-                "centroid_z_mm": round(float(np.interp(centroid[2], np.arange(zvals.size), zvals)), _DECIMALS),
+                "centroid_z_mm": round(
+                    float(np.interp(centroid[2], np.arange(zvals.size), zvals)), _DECIMALS
+                ),
             }
         )
     return rows
@@ -288,16 +292,23 @@ def scan_image_from_pylidc(scan: Any) -> Any:
 
     images = scan.load_all_dicom_images(verbose=False)
     if not images:
-        raise ValueError(f"pylidc found no DICOM images for {scan.patient_id} series {scan.series_instance_uid}")
+        raise ValueError(
+            f"pylidc found no DICOM images for {scan.patient_id} series {scan.series_instance_uid}"
+        )
     orientation = np.asarray(images[0].ImageOrientationPatient, dtype=float)
     if not np.allclose(orientation, (1, 0, 0, 0, 1, 0), atol=1e-3):
         raise ValueError(f"{scan.patient_id}: non-axial ImageOrientationPatient {orientation.tolist()}")
     z = np.array([float(im.ImagePositionPatient[2]) for im in images])
     steps = np.diff(z)
     if z.size > 1 and (steps.min() <= 0 or steps.max() - steps.min() > 0.01 * np.median(steps) + 1e-3):
-        raise ValueError(f"{scan.patient_id}: uneven slice spacing ({steps.min():.3f} to {steps.max():.3f} mm)")
+        raise ValueError(
+            f"{scan.patient_id}: uneven slice spacing ({steps.min():.3f} to {steps.max():.3f} mm)"
+        )
     volume = np.stack(
-        [im.pixel_array.astype(np.float32) * float(im.RescaleSlope) + float(im.RescaleIntercept) for im in images]
+        [
+            im.pixel_array.astype(np.float32) * float(im.RescaleSlope) + float(im.RescaleIntercept)
+            for im in images
+        ]
     )
     image = sitk.GetImageFromArray(np.rint(volume).astype(np.int16))
     row_mm, col_mm = (float(v) for v in images[0].PixelSpacing)
@@ -330,7 +341,9 @@ def _mask_on_grid(masks: dict[int, np.ndarray], zvals: np.ndarray, image: Any) -
 
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     if not np.allclose(direction[:2, :2], np.eye(2), atol=1e-3):
-        raise ValueError(f"image is not axial with identity in-plane directions (direction {direction.ravel()})")
+        raise ValueError(
+            f"image is not axial with identity in-plane directions (direction {direction.ravel()})"
+        )
     size_x, size_y, size_z = image.GetSize()
     if (size_x, size_y) != (512, 512):
         raise ValueError(f"LIDC annotations need 512 x 512 slices, image has {size_x} x {size_y}")
@@ -366,7 +379,9 @@ def crop_cube(image: Any, centre_mm: Sequence[float], size: int, pad_value: floa
     cube = sitk.GetImageFromArray(out)
     cube.SetSpacing(image.GetSpacing())
     cube.SetDirection(image.GetDirection())
-    cube.SetOrigin(tuple(float(v) for v in np.asarray(image.GetOrigin()) + start_xyz * np.asarray(image.GetSpacing())))
+    cube.SetOrigin(
+        tuple(float(v) for v in np.asarray(image.GetOrigin()) + start_xyz * np.asarray(image.GetSpacing()))
+    )
     return cube
 
 
@@ -391,7 +406,9 @@ class _CropSettings:
     clevel: float
 
 
-def _scan_crops_worker(task: tuple[int, str | None, list[dict[str, Any]], _CropSettings]) -> list[dict[str, Any]]:
+def _scan_crops_worker(
+    task: tuple[int, str | None, list[dict[str, Any]], _CropSettings],
+) -> list[dict[str, Any]]:
     """Pool worker: consensus masks, 2 mm resampling and crops of one scan's nodules.
 
     Returns one result per nodule: the crops.csv row plus the patient-coordinate centroid (x, y).
@@ -431,7 +448,9 @@ def _scan_crops_worker(task: tuple[int, str | None, list[dict[str, Any]], _CropS
             (float(row["centroid_col"]), float(row["centroid_row"]), 0.0)
         )
         centre = (x_mm, y_mm, float(row["centroid_z_mm"]))
-        result = _crop_row(row, status="cropped", reason=f"{lost} annotated slices missing from image" if lost else "")
+        result = _crop_row(
+            row, status="cropped", reason=f"{lost} annotated slices missing from image" if lost else ""
+        )
         result["centroid_x_mm"] = round(float(x_mm), _DECIMALS)
         result["centroid_y_mm"] = round(float(y_mm), _DECIMALS)
         for size, folder in ((cfg.crop_size, ""), (cfg.seg_crop_size, "seg")):
@@ -525,12 +544,19 @@ def build_crops(
     if series_csv is not None:
         series_csv = Path(series_csv)
         if not series_csv.is_file():
-            raise FileNotFoundError(f"converted series table {series_csv} is missing (run `dagman convert` first)")
+            raise FileNotFoundError(
+                f"converted series table {series_csv} is missing (run `dagman convert` first)"
+            )
         series = pd.read_csv(series_csv, dtype=str)
         for column in ("series_uid", "image"):
             if column not in series.columns:
-                raise ValueError(f"{series_csv} has no {column!r} column (expected the converter's series.csv)")
-        image_of = {uid: str(series_csv.parent / rel) for uid, rel in zip(series["series_uid"], series["image"])}
+                raise ValueError(
+                    f"{series_csv} has no {column!r} column (expected the converter's series.csv)"
+                )
+        image_of = {
+            uid: str(series_csv.parent / rel)
+            for uid, rel in zip(series["series_uid"], series["image"], strict=True)
+        }
     elif not Path(dicom_root).is_dir():
         raise FileNotFoundError(f"LIDC DICOM root {dicom_root} does not exist or is not a folder")
     cfg = _CropSettings(
@@ -549,7 +575,12 @@ def build_crops(
     tasks, results = [], []
     for scan_id, rows in sorted(by_scan.items()):
         if series_csv is not None and rows[0]["series_uid"] not in image_of:
-            results.append([_crop_row(row, "skipped", "series not converted (see series.csv / quarantine.csv)") for row in rows])
+            results.append(
+                [
+                    _crop_row(row, "skipped", "series not converted (see series.csv / quarantine.csv)")
+                    for row in rows
+                ]
+            )
             continue
         tasks.append((scan_id, image_of.get(rows[0]["series_uid"]), rows, cfg))
     results += map_scans(_scan_crops_worker, tasks, workers, "cropping LIDC nodules", progress)

@@ -55,7 +55,16 @@ DEMO_MANIFEST_COLUMNS = [
     "dicom_dir",
     "truth",
 ]
-PAINTED_COLUMNS = ["key", "patient_id", "scan_id", "nodule_index", "label", "texture", "body_voxels", "spicule_voxels"]
+PAINTED_COLUMNS = [
+    "key",
+    "patient_id",
+    "scan_id",
+    "nodule_index",
+    "label",
+    "texture",
+    "body_voxels",
+    "spicule_voxels",
+]
 
 # phantom anatomy is built at half the in-plane resolution and upsampled: 4x faster, fine texture added after
 _PHANTOM_DOWNSAMPLE = 2
@@ -70,7 +79,10 @@ def _uniform_slices(zvals: np.ndarray) -> bool:
 
 
 def select_demo_scans(
-    n_scans: int = 6, max_slices: int = 130, rule: LabelRule | None = None, patients: Sequence[str] | None = None
+    n_scans: int = 6,
+    max_slices: int = 130,
+    rule: LabelRule | None = None,
+    patients: Sequence[str] | None = None,
 ) -> list[int]:
     """Database ids of the scans to synthesise, chosen deterministically.
 
@@ -93,7 +105,12 @@ def select_demo_scans(
         if len(chosen) == n_scans:
             break
         zvals = np.asarray(scan.slice_zvals, dtype=float)
-        if scan.patient_id in seen or not scan.annotations or zvals.size > max_slices or not _uniform_slices(zvals):
+        if (
+            scan.patient_id in seen
+            or not scan.annotations
+            or zvals.size > max_slices
+            or not _uniform_slices(zvals)
+        ):
             continue
         labels = {rule.label([a.malignancy for a in c]) for c in scan.cluster_annotations(verbose=False)}
         if {0, 1} <= labels:
@@ -104,7 +121,9 @@ def select_demo_scans(
     return chosen
 
 
-def _phantom(n_slices: int, pixel_spacing: float, slice_spacing: float, rng: np.random.Generator) -> np.ndarray:
+def _phantom(
+    n_slices: int, pixel_spacing: float, slice_spacing: float, rng: np.random.Generator
+) -> np.ndarray:
     """A 512 x 512 chest phantom: anatomy at half resolution, upsampled, plus full-resolution noise."""
     from scipy import ndimage
 
@@ -112,7 +131,10 @@ def _phantom(n_slices: int, pixel_spacing: float, slice_spacing: float, rng: np.
 
     f = _PHANTOM_DOWNSAMPLE
     coarse = chest_phantom(
-        (n_slices, 512 // f, 512 // f), (pixel_spacing * f, pixel_spacing * f, slice_spacing), rng, noise_hu=4.0
+        (n_slices, 512 // f, 512 // f),
+        (pixel_spacing * f, pixel_spacing * f, slice_spacing),
+        rng,
+        noise_hu=4.0,
     )
     fine = ndimage.zoom(coarse.astype(np.float32), (1, f, f), order=1, grid_mode=True, mode="nearest")
     fine += rng.normal(0.0, 15.0, size=fine.shape).astype(np.float32)
@@ -148,7 +170,11 @@ def _paint_nodule(
     n = int(local_body.sum())
     # a rim of lung parenchyma keeps every nodule visible even where the phantom's anatomy (which is not the
     # patient's) puts soft tissue at the real nodule position
-    rim = (ndimage.distance_transform_edt(~local_body, sampling=spacing_zyx) <= _RIM_MM) & ~local_body & local_free
+    rim = (
+        (ndimage.distance_transform_edt(~local_body, sampling=spacing_zyx) <= _RIM_MM)
+        & ~local_body
+        & local_free
+    )
     local_hu[rim] = np.rint(-850 + rng.normal(0, 20, int(rim.sum()))).astype(np.int16)
     if not malignant:
         local_hu[local_body] = np.rint(60 + rng.normal(0, 8, n)).astype(np.int16)
@@ -169,7 +195,9 @@ def _paint_nodule(
     return "spiculated", int(spicules.sum())
 
 
-def paint_lidc_scan(scan: Any, rule: LabelRule, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+def paint_lidc_scan(
+    scan: Any, rule: LabelRule, seed: int
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """A synthetic volume on ``scan``'s grid with its nodules painted where the real annotations are.
 
     Args:
@@ -189,7 +217,10 @@ def paint_lidc_scan(scan: Any, rule: LabelRule, seed: int) -> tuple[np.ndarray, 
     nodules = []
     clusters = scan.cluster_annotations(verbose=False)
     # paint large nodules first so a small neighbour is never painted over
-    bodies = [(index, consensus_mask(sorted(c, key=lambda a: a.id), zvals.size)) for index, c in enumerate(clusters, 1)]
+    bodies = [
+        (index, consensus_mask(sorted(c, key=lambda a: a.id), zvals.size))
+        for index, c in enumerate(clusters, 1)
+    ]
     for index, body in sorted(bodies, key=lambda item: -int(item[1].sum())):
         ratings = [int(a.malignancy) for a in clusters[index - 1]]
         label = rule.label(ratings)

@@ -15,15 +15,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dagman lidc-demo``."""
     parser.add_argument("--out", type=Path, required=True, help="output folder (DICOM root is OUT/dicom)")
     parser.add_argument(
-        "--patients", nargs="+", metavar="ID", default=None, help="LIDC patient ids to synthesise (default: automatic)"
+        "--patients",
+        nargs="+",
+        metavar="ID",
+        default=None,
+        help="LIDC patient ids to synthesise (default: automatic)",
     )
     parser.add_argument(
-        "--n-scans", type=int, default=6, help="automatic choice: this many small scans with benign and malignant nodules"
+        "--n-scans",
+        type=int,
+        default=6,
+        help="automatic choice: this many small scans with benign and malignant nodules",
     )
-    parser.add_argument("--max-slices", type=int, default=130, help="automatic choice: at most this many slices per scan")
+    parser.add_argument(
+        "--max-slices", type=int, default=130, help="automatic choice: at most this many slices per scan"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of anatomy and nodule textures")
-    parser.add_argument("--malignant-from", type=int, default=4, help="median score from which a nodule looks malignant")
-    parser.add_argument("--workers", type=int, default=None, help="processes writing scans (default: all cores)")
+    parser.add_argument(
+        "--malignant-from", type=int, default=4, help="median score from which a nodule looks malignant"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes writing scans (default: all cores)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,7 +49,10 @@ def apply_shims() -> None:
             setattr(np, alias, builtin)
     if not hasattr(configparser, "SafeConfigParser"):
         configparser.SafeConfigParser = configparser.ConfigParser  # type: ignore[attr-defined]
-    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
+    try:
+        with _warnings_silenced():
+            import pkg_resources  # noqa: F401  (setuptools < 81 still has it; pylidc imports it next)
+    except ImportError:
         stand_in = types.ModuleType("pkg_resources")
         stand_in.__doc__ = "Minimal stand-in installed by dagman for pylidc (resource_filename only)."
         stand_in.resource_filename = _resource_filename  # type: ignore[attr-defined]
@@ -103,7 +106,10 @@ def pylidc_dicom_root(root: str | Path) -> Iterator[Any]:
         )
     pl = import_pylidc()
     scan_module = sys.modules["pylidc.Scan"]
-    saved = {name: getattr(scan_module, name) for name in ("_get_dicom_file_path_from_config_file", "_get_config_file")}
+    saved = {
+        name: getattr(scan_module, name)
+        for name in ("_get_dicom_file_path_from_config_file", "_get_config_file")
+    }
     scan_module._get_dicom_file_path_from_config_file = lambda: str(root)
     scan_module._get_config_file = lambda: f"(dagman config: LIDC root {root})"
     try:

@@ -69,11 +69,16 @@ def _select_groups(counts: pd.DataFrame, target: np.ndarray, rng: np.random.Gene
     values = counts.to_numpy(dtype=float)
     current = np.zeros(values.shape[1])
     chosen = []
-    for index in rng.permutation(len(values)):
+    order = rng.permutation(len(values))
+    for index in order:
         candidate = current + values[index]
         if np.abs(candidate - target).sum() < np.abs(current - target).sum():
             chosen.append(counts.index[index])
             current = candidate
+    if not chosen and len(values):
+        # tiny cohorts: a subset is never empty; take the one group closest to the target
+        distance = np.abs(values[order] - target).sum(axis=1)
+        chosen.append(counts.index[order[int(distance.argmin())]])
     return sorted(chosen)
 
 
@@ -108,7 +113,9 @@ def make_splits(
 
     for column in (key_col, group_col, label_col):
         if column not in table.columns:
-            raise ValueError(f"split table has no column {column!r}; columns are {', '.join(map(str, table.columns))}")
+            raise ValueError(
+                f"split table has no column {column!r}; columns are {', '.join(map(str, table.columns))}"
+            )
     labelled = table[table[label_col].notna()]
     if labelled[key_col].duplicated().any():
         duplicated = labelled.loc[labelled[key_col].duplicated(), key_col].head(3).tolist()
@@ -191,7 +198,9 @@ def check_splits(splits: pd.DataFrame, max_class_deviation: float = 0.05) -> dic
         seen |= groups
     overall = splits["label"].value_counts(normalize=True)
     stratified = True
-    for part in [splits[splits["set"] == "test"]] + [splits[(splits["set"] == "train") & (splits["fold"] == f)] for f in folds]:
+    for part in [splits[splits["set"] == "test"]] + [
+        splits[(splits["set"] == "train") & (splits["fold"] == f)] for f in folds
+    ]:
         share = part["label"].value_counts(normalize=True).reindex(overall.index, fill_value=0.0)
         stratified &= bool((share - overall).abs().max() <= max_class_deviation)
     test = splits["set"] == "test"
@@ -207,7 +216,8 @@ def check_splits(splits: pd.DataFrame, max_class_deviation: float = 0.05) -> dic
             previous = member
     return {
         "groups_disjoint": bool(disjoint),
-        "test_not_in_training": bool(not splits.loc[test, columns].to_numpy().any()) and bool((splits.loc[test, "fold"] == 0).all()),
+        "test_not_in_training": bool(not splits.loc[test, columns].to_numpy().any())
+        and bool((splits.loc[test, "fold"] == 0).all()),
         "folds_stratified": bool(stratified),
         "fewshot_nested": bool(nested),
         "fewshot_groups_whole": bool(whole),
@@ -229,7 +239,9 @@ def summarize_splits(splits: pd.DataFrame, settings: dict[str, Any]) -> dict[str
 
     parts = {"all": describe(splits), "test": describe(splits[splits["set"] == "test"])}
     for fold in folds:
-        parts[f"fold{fold}_validation"] = describe(splits[(splits["set"] == "train") & (splits["fold"] == fold)])
+        parts[f"fold{fold}_validation"] = describe(
+            splits[(splits["set"] == "train") & (splits["fold"] == fold)]
+        )
         parts[f"fold{fold}_train"] = describe(splits[(splits["set"] == "train") & (splits["fold"] != fold)])
         for fraction in fractions:
             column = fewshot_column(fraction, fold)
@@ -245,7 +257,9 @@ def fold_keys(splits: pd.DataFrame, fold: int, fraction: float = 1.0) -> tuple[l
     if fraction < 1.0:
         column = fewshot_column(fraction, fold)
         if column not in splits.columns:
-            raise ValueError(f"few-shot fraction {fraction} of fold {fold} is not in the splits table ({column})")
+            raise ValueError(
+                f"few-shot fraction {fraction} of fold {fold} is not in the splits table ({column})"
+            )
         train &= splits[column].astype(bool)
     validation = (splits["set"] == "train") & (splits["fold"] == fold)
     return splits.loc[train, "key"].tolist(), splits.loc[validation, "key"].tolist()

@@ -18,23 +18,38 @@ def _test_size(text: str) -> float | int:
         return value
     if value >= 1 and value == int(value):
         return int(value)
-    raise argparse.ArgumentTypeError(f"test size must be a fraction in (0, 1) or a whole count >= 1, got {text}")
+    raise argparse.ArgumentTypeError(
+        f"test size must be a fraction in (0, 1) or a whole count >= 1, got {text}"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dagman splits``."""
-    parser.add_argument("--table", type=Path, required=True, help="CSV with one row per item (e.g. the nodule table)")
+    parser.add_argument(
+        "--table", type=Path, required=True, help="CSV with one row per item (e.g. the nodule table)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for splits.csv and splits.json")
     parser.add_argument(
-        "--test-size", type=_test_size, default=0.2, help="held-out test items: fraction (0.2) or count (1000, as the paper)"
+        "--test-size",
+        type=_test_size,
+        default=0.2,
+        help="held-out test items: fraction (0.2) or count (1000, as the paper)",
     )
     parser.add_argument("--folds", type=int, default=3, help="cross-validation folds on the non-test items")
     parser.add_argument(
-        "--fractions", type=float, nargs="*", default=[0.25, 0.5], help="nested few-shot fractions of each training fold"
+        "--fractions",
+        type=float,
+        nargs="*",
+        default=[0.25, 0.5],
+        help="nested few-shot fractions of each training fold",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (same seed, same files)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random choice (same seed, same files)"
+    )
     parser.add_argument("--key-col", default="key", help="column with the item key")
-    parser.add_argument("--group-col", default="patient_id", help="column with the group kept whole (the patient)")
+    parser.add_argument(
+        "--group-col", default="patient_id", help="column with the group kept whole (the patient)"
+    )
     parser.add_argument("--label-col", default="label", help="column with the class label (empty = left out)")
 
 
@@ -49,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.table.is_file():
         raise SystemExit(f"dagman splits: table {args.table} does not exist")
     table = pd.read_csv(args.table, dtype={args.key_col: str, args.group_col: str})
+    if "status" in table.columns:
+        # tables with a status column (the LIDC crops) list items that could not be made; only usable ones split
+        usable = table["status"].isin(["cropped", "ok", "converted"])
+        if not usable.all():
+            print(f"leaving out {int((~usable).sum())} items whose status is not usable", file=sys.stderr)
+        table = table[usable]
     splits = make_splits(
         table,
         key_col=args.key_col,

@@ -135,11 +135,12 @@ def _convert_series(plan: SeriesPlan, image_path: str) -> tuple[str, str]:
 
 def _walk(input_dir: Path, skip: Path) -> list[tuple[str, str]]:
     """All regular files under ``input_dir`` as (path, posix path relative to input_dir), sorted; the
-    output folder is skipped when it lies inside the input."""
+    output folder is skipped when it lies inside the input, and so are hidden files and folders (".*": tool
+    bookkeeping such as Snakemake's timestamps or macOS's ._ files, never DICOM)."""
     found: list[tuple[str, str]] = []
     for root, dirs, names in os.walk(input_dir):
-        dirs[:] = sorted(d for d in dirs if Path(root, d).resolve() != skip)
-        for name in sorted(names):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and Path(root, d).resolve() != skip)
+        for name in sorted(n for n in names if not n.startswith(".")):
             path = Path(root, name)
             if path.is_file():
                 found.append((str(path), path.relative_to(input_dir).as_posix()))

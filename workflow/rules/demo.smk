@@ -18,3 +18,22 @@ rule demo_chest:
     shell:
         "dagman demo --out {params.out} --seed {params.seed} --cases {params.cases}"
         " --shape {params.shape} --spacing {params.spacing} > {log} 2>&1"
+
+
+rule demo_lidc:
+    output:
+        manifest=f"{RESULTS}/demo/lidc/manifest.csv",
+        dicom=directory(f"{RESULTS}/demo/lidc/dicom"),
+    params:
+        out=lambda wc, output: Path(output.manifest).parent,
+        seed=config["seed"],
+        scans=DEMO["lidc"]["scans"],
+        max_slices=DEMO["lidc"]["max_slices"],
+    threads: workflow.cores
+    log:
+        f"{LOGS}/demo/lidc.log",
+    conda:
+        "../../envs/dagman.yaml"
+    shell:
+        "dagman lidc-demo --out {params.out} --seed {params.seed} --n-scans {params.scans}"
+        " --max-slices {params.max_slices} --workers {threads} > {log} 2>&1"
