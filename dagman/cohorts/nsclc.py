@@ -103,8 +103,8 @@ def gtv_case(
     from dagman.io.resample import resample_to_spacing
 
     rts, roi_name = _find_gtv(structure_sets, variants)
-    native = mask_on_grid(rasterise_roi(ct_paths, rts.path, roi_name), sitk.ReadImage(str(image_path)))
     image = sitk.ReadImage(str(image_path))
+    native = mask_on_grid(rasterise_roi(ct_paths, rts.path, roi_name), image)
     if not sitk.GetArrayViewFromImage(native).any():
         raise GtvError("empty_gtv", f"ROI '{roi_name}' lies outside the converted CT volume")
     mask = resample_to_spacing(native, spacing, "nearest")
@@ -188,7 +188,9 @@ def build_nsclc_cohort(
     if not spacing > 0:
         raise ValueError(f"spacing must be positive, got {spacing}")
     out = Path(out_dir)
-    conversion = convert_tree(dicom_root, out / "converted", case_ids=case_ids, workers=workers, progress=progress)
+    conversion = convert_tree(
+        dicom_root, out / "converted", case_ids=case_ids, workers=workers, progress=progress
+    )
     series, structure_sets = scan_dicom_tree(dicom_root, progress=progress)
     matched = match_structure_sets(series, structure_sets)
 
@@ -218,7 +220,8 @@ def build_nsclc_cohort(
                 "spacing": float(spacing),
             }
         )
-    n_workers = min(workers or len(os.sched_getaffinity(0)), max(len(tasks), 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n_workers = min(workers or cores, max(len(tasks), 1))
     bar = dict(total=len(tasks), desc="NSCLC masks", unit="case", disable=not progress, dynamic_ncols=True)
     if n_workers > 1:
         with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -227,7 +230,8 @@ def build_nsclc_cohort(
         rows = [_case_worker(task) for task in tqdm(tasks, **bar)]
 
     report = [
-        {k: r[k] for k in ("case_id", "series_id", "series_uid")} | {"reason_code": r["status"], "reason": r["reason"]}
+        {k: r[k] for k in ("case_id", "series_id", "series_uid")}
+        | {"reason_code": r["status"], "reason": r["reason"]}
         for r in rows
         if r["status"] != "ok"
     ]

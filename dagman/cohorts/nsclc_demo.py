@@ -88,7 +88,10 @@ def tumour_case(
 
 
 def write_rtstruct(
-    ct_dir: str | os.PathLike[str], path: str | os.PathLike[str], rois: dict[str, np.ndarray], uids: tuple[str, str]
+    ct_dir: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    rois: dict[str, np.ndarray],
+    uids: tuple[str, str],
 ) -> None:
     """Write an RTSTRUCT for the CT series in ``ct_dir`` with rt-utils.
 
@@ -100,10 +103,10 @@ def write_rtstruct(
     """
     from rt_utils import RTStructBuilder
 
-    rtstruct = RTStructBuilder.create_new(dicom_series_path=str(ct_dir))
     colours = ([255, 0, 0], [0, 160, 255], [0, 200, 0])
     with warnings.catch_warnings():  # rt-utils sets pydicom attributes that pydicom 3 deprecates
         warnings.simplefilter("ignore", DeprecationWarning)
+        rtstruct = RTStructBuilder.create_new(dicom_series_path=str(ct_dir))
         for k, (name, mask) in enumerate(rois.items()):
             # rt-utils masks are (row, column, slice) with slices in ascending position, as written here
             rtstruct.add_roi(
@@ -159,7 +162,7 @@ def write_nsclc_demo(
     for index in tqdm(range(n_cases), desc="NSCLC demo", unit="case", disable=not progress):
         rng = np.random.default_rng([seed, index, 1717])
         hu, tumour, left_lung = tumour_case(shape, spacing, rng)
-        tags = dict(demo_patient_tags(seed, index), PatientID=f"NSCLC-DEMO-{index + 1:03d}")
+        tags = dict(demo_patient_tags(seed, index), PatientID=f"NSCLC-DEMO-S{seed}-{index + 1:03d}")
         study_uid = str(derived_uid("dagman-nsclc-demo", seed, index, "study"))
         series_uid = str(derived_uid("dagman-nsclc-demo", seed, index, "ct"))
         rt_series_uid = str(derived_uid("dagman-nsclc-demo", seed, index, "rtstruct-series"))

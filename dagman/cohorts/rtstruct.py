@@ -224,7 +224,9 @@ def _slices(paths: Sequence[str]) -> list[Any]:
         and "LOCALIZER" not in [str(t).upper() for t in (getattr(h, "ImageType", None) or [])]
     ]
     if not headers:
-        raise GtvError("unsupported_geometry", "the CT series has no image slice with position and orientation")
+        raise GtvError(
+            "unsupported_geometry", "the CT series has no image slice with position and orientation"
+        )
     orientation = Counter(tuple(round(float(v), 4) for v in h.ImageOrientationPatient) for h in headers)
     majority = orientation.most_common(1)[0][0]
     headers = [h for h in headers if tuple(round(float(v), 4) for v in h.ImageOrientationPatient) == majority]
@@ -282,9 +284,7 @@ def rasterise_roi(ct_paths: Sequence[str], rtstruct_path: str, roi_name: str) ->
     # rt-utils: (row, column, slice) with slices in the order of ``slices``; the project: (z, y, x)
     array = np.ascontiguousarray(np.transpose(mask, (2, 0, 1))).astype(np.uint8)
     if not array.any():
-        raise GtvError(
-            "empty_gtv", f"ROI '{roi_name}' has no contour on the images of this CT series"
-        )
+        raise GtvError("empty_gtv", f"ROI '{roi_name}' has no contour on the images of this CT series")
     row_dir, col_dir, normal = image_helper.get_slice_directions(first)
     image = sitk.GetImageFromArray(array)
     image.SetSpacing((col_spacing, row_spacing, float(image_helper.get_spacing_between_slices(slices))))

@@ -12,7 +12,8 @@ How a map is made:
    has exactly the CT's size, spacing, origin and direction and opens over it in 3D Slicer or ITK-SNAP.
 
 PNG overlays show the central axial, coronal and sagittal slices in LPS display (patient's right on the
-image's left, superior up), with the voxel aspect ratio of the CT.
+image's left, superior up), with the voxel aspect ratio of the CT; the colour scale runs from the 1st to the
+99.5th percentile of the attention over the volume.
 """
 
 from __future__ import annotations
@@ -235,7 +236,10 @@ def write_overlay_pngs(
         raise ValueError(f"CT {grey.shape} and attention {heat.shape} are not on one grid")
     sx, sy, sz = ct_lps.GetSpacing()
     zc, yc, xc = (n // 2 for n in grey.shape)
-    top = float(heat.max()) if heat.size and heat.max() > 0 else 1.0
+    # colour range: robust percentiles of the covered voxels, so that a nearly uniform map still shows contrast
+    inside = heat[heat > 0]
+    low, top = np.percentile(inside, [1.0, 99.5]) if inside.size else (0.0, 1.0)
+    low, top = float(low), float(max(top, low + 1e-6))
     # (slice of the grey volume, slice of the heat map, aspect = row spacing / column spacing, origin)
     views = {
         "axial": (grey[zc], heat[zc], sy / sx, "upper"),
@@ -250,7 +254,7 @@ def write_overlay_pngs(
         ax.imshow(
             g, cmap="gray", vmin=DISPLAY_WINDOW[0], vmax=DISPLAY_WINDOW[1], aspect=aspect, origin=origin
         )
-        shown = ax.imshow(h, cmap="jet", alpha=alpha, vmin=0.0, vmax=top, aspect=aspect, origin=origin)
+        shown = ax.imshow(h, cmap="jet", alpha=alpha, vmin=low, vmax=top, aspect=aspect, origin=origin)
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="attention (1 = uniform)")
         ax.set_title(f"{title} {view}".strip())
         ax.set_axis_off()

@@ -57,7 +57,7 @@ class SegmentationSettings:
         patch_size: training patch and sliding-window size in voxels: multiples of 32, not all 32.
         batch_size: volumes per step; each gives ``samples_per_volume`` patches.
         samples_per_volume: patches per volume and step (RandCropByPosNegLabeld's num_samples).
-        pos_fraction: fraction of patches centred on tumour voxels.
+        pos_fraction: fraction of patches centred on tumour voxels (the others on any non-tumour voxel).
         iterations: optimiser steps.
         val_every: steps between validations (model selection); the last step is always validated.
         lr: AdamW learning rate, cosine-decayed per step after ``warmup`` steps.
@@ -144,7 +144,9 @@ class SegmentationSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(mapping) - known)
         if unknown:
-            raise ValueError(f"unknown segmentation settings {unknown}; valid keys: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"unknown segmentation settings {unknown}; valid keys: {', '.join(sorted(known))}"
+            )
         return cls(**mapping)
 
     def as_dict(self) -> dict[str, Any]:
@@ -185,7 +187,9 @@ def read_cases(csv_path: str | os.PathLike[str]) -> list[dict[str, str]]:
         name = row[id_column]
         if duplicated.iloc[i]:
             name = f"{name}__{row.get('series_id') or i}"
-        image, mask = (Path(row[c]) if Path(row[c]).is_absolute() else path.parent / row[c] for c in ("image", "mask"))
+        image, mask = (
+            Path(row[c]) if Path(row[c]).is_absolute() else path.parent / row[c] for c in ("image", "mask")
+        )
         for what, file in (("image", image), ("mask", mask)):
             if not file.is_file():
                 raise FileNotFoundError(f"{what} of case {name!r} in {path} not found: {file}")
@@ -325,7 +329,7 @@ def _transforms(settings: SegmentationSettings, train: bool) -> Any:
     steps: list[Any] = [
         mt.LoadImaged(keys=keys, image_only=True),
         mt.EnsureChannelFirstd(keys=keys),
-        mt.Orientationd(keys=keys, axcodes="RAS"),
+        mt.Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         mt.Spacingd(keys=keys, pixdim=(settings.spacing,) * 3, mode=("bilinear", "nearest")),
         mt.ScaleIntensityRanged(
             keys="image", a_min=settings.window[0], a_max=settings.window[1], b_min=0.0, b_max=1.0, clip=True
@@ -339,7 +343,6 @@ def _transforms(settings: SegmentationSettings, train: bool) -> Any:
             mt.RandCropByPosNegLabeld(
                 keys=keys,
                 label_key="label",
-                image_key="image",
                 spatial_size=settings.patch_size,
                 pos=settings.pos_fraction,
                 neg=1.0 - settings.pos_fraction,
@@ -489,7 +492,11 @@ def run_segmentation(
     out.mkdir(parents=True, exist_ok=True)
     tests = {name: read_cases(path) for name, path in test_csvs.items()}
     train, val = split_cases(
-        read_cases(train_csv), fraction, n_val=settings.n_val, val_fraction=settings.val_fraction, seed=settings.seed
+        read_cases(train_csv),
+        fraction,
+        n_val=settings.n_val,
+        val_fraction=settings.val_fraction,
+        seed=settings.seed,
     )
     device = _device(settings.device)
     if settings.threads:
@@ -513,7 +520,7 @@ def run_segmentation(
         generator=generator,
     )
     eval_tf = _transforms(settings, train=False)
-    val_ds = Dataset(val, transform=eval_tf)
+    val_ds = CacheDataset(val, transform=eval_tf, cache_rate=settings.cache_rate, progress=False)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
@@ -537,6 +544,7 @@ def run_segmentation(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
         entry: dict[str, Any] = {"iteration": step + 1, "loss": float(loss.item()), "val_dice": ""}
+        log.append(entry)
         if (step + 1) % settings.val_every == 0 or step + 1 == settings.iterations:
             scores = [r["dice"] for r in _evaluate(model, val_ds, [c["name"] for c in val], settings, device)]
             # without validation cases the last step is the model
@@ -546,12 +554,15 @@ def run_segmentation(
                 best = {"val_dice": val_dice, "iteration": step + 1}
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.set_postfix(loss=f"{entry['loss']:.3f}", val_dice=f"{val_dice:.3f}")
-        log.append(entry)
+            # the log is rewritten at each validation so a long run can be followed
+            _atomic_text(pd.DataFrame(log).to_csv(index=False), out / "log.csv")
     model.load_state_dict(best_state)
 
     rows = []
     for name, cases in tests.items():
-        for row in _evaluate(model, Dataset(cases, transform=eval_tf), [c["name"] for c in cases], settings, device):
+        for row in _evaluate(
+            model, Dataset(cases, transform=eval_tf), [c["name"] for c in cases], settings, device
+        ):
             rows.append({"test_set": name, **row})
     dice = pd.DataFrame(rows, columns=list(DICE_COLUMNS))
     _atomic_text(dice.to_csv(index=False, float_format="%.6f"), out / "dice.csv")

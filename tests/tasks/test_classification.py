@@ -170,6 +170,7 @@ def test_rerun_with_same_seed_gives_identical_outputs(
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_heldout_test_cases_never_reach_training_or_selection(encoder_dir: Path, tmp_path: Path) -> None:
     """Poisoning the test crops (noise images, flipped labels) leaves weights, chosen epoch and val outputs unchanged."""
     clean_table, clean_splits = _write_cohort(tmp_path / "clean")

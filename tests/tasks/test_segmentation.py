@@ -64,8 +64,9 @@ def test_encoder_from_checkpoint_and_decoder_from_seeded_init(encoder_dir: Path)
 def test_decoder_of_a_whole_pretrained_swinunetr_is_not_loaded(encoder_dir: Path, tmp_path: Path) -> None:
     """From a whole-SwinUNETR checkpoint only the encoder is taken; the decoder stays the seeded init."""
     torch.manual_seed(99)
-    source = SwinUNETR(in_channels=1, out_channels=2, feature_size=12, depths=(2,) * 4, num_heads=(3,) * 4,
-                       window_size=4)
+    source = SwinUNETR(
+        in_channels=1, out_channels=2, feature_size=12, depths=(2,) * 4, num_heads=(3,) * 4, window_size=4
+    )
     torch.save(source.state_dict(), tmp_path / "whole.pt")
     (tmp_path / "whole_config.json").write_text((encoder_dir / "encoder_config.json").read_text())
     settings = SegmentationSettings(seed=3, **TINY)
@@ -163,7 +164,12 @@ def test_tiny_training_run_writes_dice_csv(encoder_dir: Path, tmp_path: Path) ->
     parser = argparse.ArgumentParser()
     segment_cli.add_arguments(parser)
     args = parser.parse_args(
-        ["--train", str(tmp_path / "train" / "cases.csv"), "--test", f"lidc={tmp_path / 'test' / 'seg_test.csv'}"]
+        [
+            "--train",
+            str(tmp_path / "train" / "cases.csv"),
+            "--test",
+            f"lidc={tmp_path / 'test' / 'seg_test.csv'}",
+        ]
         + ["--encoder", str(encoder_dir), "--fraction", "0.5", "--out", str(tmp_path / "out")]
         + ["--settings", json.dumps(settings), "--quiet"]
     )

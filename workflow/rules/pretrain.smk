@@ -1,0 +1,28 @@
+# Self-supervised pretraining: one job per method, every method a configuration of one engine.
+# An interrupted job (SIGTERM at a SLURM time limit) leaves checkpoint.pt behind; rerunning resumes from it.
+
+
+rule pretrain:
+    input:
+        indexes=expand(f"{RESULTS}/cache/{{dataset}}/index.csv", dataset=PRETRAIN.get("datasets", [])),
+    output:
+        encoder=f"{RESULTS}/pretrain/{{method}}/encoder.pt",
+        metrics=f"{RESULTS}/pretrain/{{method}}/metrics.csv",
+        summary=f"{RESULTS}/pretrain/{{method}}/summary.json",
+    params:
+        out=lambda wc, output: Path(output.encoder).parent,
+        caches=lambda wc, input: " ".join(str(Path(i).parent) for i in input.indexes),
+        settings=lambda wc: pretrain_settings_json(wc.method),
+        launcher=pretrain_launcher,
+    threads: PRETRAIN.get("threads", 1)
+    resources:
+        gpu=PRETRAIN.get("gpus", 0),
+        mem_mb=PRETRAIN.get("mem_mb", 16000),
+        runtime=PRETRAIN.get("runtime", 60),
+    log:
+        f"{LOGS}/pretrain/{{method}}.log",
+    conda:
+        "../../envs/dagman.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} {params.launcher} pretrain --method {wildcards.method}"
+        " --cache {params.caches} --out {params.out} --settings {params.settings:q} > {log} 2>&1"
