@@ -33,6 +33,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "nsclc": ("dagman.cohorts.nsclc_cli", "CT + RTSTRUCT cohort to 2 mm images and GTV masks (report of missing GTVs)"),
     "segment": ("dagman.tasks.segment_cli", "Task 2: fine-tune SwinUNETR with a pretrained encoder; Dice per case"),
     "nnunet": ("dagman.tasks.nnunet_cli", "Task 2 baseline: nnU-Net through nnunetv2; Dice per case"),
+    "organmnist-demo": ("dagman.io.organmnist_demo_cli", "write a synthetic OrganMNIST3D-format npz (Task 4 demo)"),
+    "raters-demo": ("dagman.cohorts.raters_demo_cli", "write a multi-rater tumour cohort (zero-shot demo)"),
+    "cluster": ("dagman.tasks.cluster_cli", "Task 4: embed OrganMNIST3D, UMAP, intra/inter-cluster distances"),
+    "zeroshot": ("dagman.tasks.zeroshot_cli", "zero-shot localisation: SA attention > 90th percentile vs each rater"),
+    "attention-diversity": ("dagman.tasks.diversity_cli", "per Swin stage and head: attention distance and entropy"),
+    "attention-map": ("dagman.tasks.attention_map_cli", "SA attention as a NIfTI overlay on the CT grid and PNGs"),
 }
 
 
