@@ -30,3 +30,16 @@ def test_every_stage_has_help(stage):
     )
     assert proc.returncode == 0, proc.stderr
     assert f"dagman {stage}" in proc.stdout
+
+
+def test_settings_arg_reads_inline_json_and_files(tmp_path):
+    """Every stage's --settings takes an inline JSON object (as the workflow passes it) or a JSON file."""
+    from dagman.cli import read_settings_arg
+
+    path = tmp_path / "settings.json"
+    path.write_text('{"epochs": 3}')
+    assert read_settings_arg('{"epochs": 3}') == read_settings_arg(str(path)) == {"epochs": 3}
+    assert read_settings_arg(None) == {}
+    for bad, reason in (("missing.json", "neither"), ("{oops", "not valid JSON"), ("[1]", "neither")):
+        with pytest.raises(ValueError, match=reason):
+            read_settings_arg(bad)

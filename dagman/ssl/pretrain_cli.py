@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dagman.cli import read_settings_arg
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -43,27 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_settings(text: str | None) -> dict:
-    """The --settings value as a dict: a JSON object string, or the path of a JSON file."""
-    import json
-
-    if not text:
-        return {}
-    stripped = text.strip()
-    if not stripped.startswith("{"):
-        path = Path(text)
-        if not path.is_file():
-            raise ValueError(f"--settings is neither a JSON object nor an existing file: {text!r}")
-        stripped = path.read_text(encoding="utf-8")
-    try:
-        values = json.loads(stripped)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--settings is not valid JSON: {err}") from err
-    if not isinstance(values, dict):
-        raise ValueError("--settings must hold a JSON object of setting names and values")
-    return values
-
-
 def run(args: argparse.Namespace) -> int:
     """Resolve the settings and run ``dagman.ssl.pretrain.pretrain``; return the exit status."""
     import json
@@ -90,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"dagman pretrain: missing {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        values = _read_settings(args.settings)
+        values = read_settings_arg(args.settings)
         flags = {
             "epochs": args.epochs,
             "batch_size": args.batch_size,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dagman.cli import read_settings_arg
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -80,23 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _settings_mapping(value: str | None) -> dict:
-    """Parse ``--settings``: a JSON file path or an inline JSON object."""
-    import json
-
-    if not value:
-        return {}
-    path = Path(value)
-    text = path.read_text(encoding="utf-8") if path.is_file() else value
-    try:
-        mapping = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--settings is neither a JSON file nor a JSON object: {error}") from error
-    if not isinstance(mapping, dict):
-        raise ValueError("--settings must be a JSON object")
-    return mapping
-
-
 def run(args: argparse.Namespace) -> int:
     """Train one classifier and write its predictions and metrics."""
     import sys
@@ -114,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             if args.med3d_weights is not None or args.arch_from is not None:
                 raise ValueError("--med3d-weights goes with --resnet50 and --arch-from with --encoder random")
             spec = EncoderSpec("pretrained", Path(args.encoder))
-        settings = ClassificationSettings.from_mapping(_settings_mapping(args.settings))
+        settings = ClassificationSettings.from_mapping(read_settings_arg(args.settings))
         metrics = finetune(
             args.table,
             args.splits,

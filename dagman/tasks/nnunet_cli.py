@@ -10,15 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dagman.cli import read_settings_arg
+from dagman.tasks.segment_cli import named_csv
+
 __all__ = ["add_arguments", "run"]
-
-
-def _named_csv(value: str) -> tuple[str, Path]:
-    """Parse ``NAME=CSV``."""
-    name, sep, path = value.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=CSV, got {value!r}")
-    return name, Path(path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train", type=Path, required=True, help="training case table (case_id or key, image, mask)"
     )
     parser.add_argument(
-        "--test", type=_named_csv, nargs="+", default=[], metavar="NAME=CSV", help="test case tables by name"
+        "--test", type=named_csv, nargs="+", default=[], metavar="NAME=CSV", help="test case tables by name"
     )
     parser.add_argument(
         "--fraction", type=float, default=1.0, help="few-shot share of the training patients (1.0, 0.5, 0.25)"
@@ -44,27 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _settings_mapping(value: str | None) -> dict:
-    """Parse ``--settings``: a JSON file path or an inline JSON object."""
-    import json
-
-    if not value:
-        return {}
-    text = value
-    if not value.lstrip().startswith("{"):
-        path = Path(value)
-        if not path.is_file():
-            raise FileNotFoundError(f"--settings: {value} is neither a JSON object nor an existing JSON file")
-        text = path.read_text(encoding="utf-8")
-    try:
-        mapping = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--settings is not valid JSON: {error}") from error
-    if not isinstance(mapping, dict):
-        raise ValueError("--settings must be a JSON object")
-    return mapping
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the baseline; print the mean Dice of each test set."""
     import sys
@@ -79,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         dict(args.test),
         args.out,
         fraction=args.fraction,
-        settings=NnUNetSettings.from_mapping(_settings_mapping(args.settings)),
+        settings=NnUNetSettings.from_mapping(read_settings_arg(args.settings)),
         plan_only=args.plan_only,
         progress=not args.quiet,
     )

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_arguments", "run"]
+from dagman.cli import read_settings_arg
+
+__all__ = ["add_arguments", "run", "named_csv"]
 
 
-def _named_csv(value: str) -> tuple[str, Path]:
+def named_csv(value: str) -> tuple[str, Path]:
     """Parse ``NAME=CSV``."""
     name, sep, path = value.partition("=")
     if not sep or not name or not path:
@@ -30,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--test",
-        type=_named_csv,
+        type=named_csv,
         nargs="+",
         default=[],
         metavar="NAME=CSV",
@@ -59,27 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _settings_mapping(value: str | None) -> dict:
-    """Parse ``--settings``: a JSON file path or an inline JSON object."""
-    import json
-
-    if not value:
-        return {}
-    text = value
-    if not value.lstrip().startswith("{"):
-        path = Path(value)
-        if not path.is_file():
-            raise FileNotFoundError(f"--settings: {value} is neither a JSON object nor an existing JSON file")
-        text = path.read_text(encoding="utf-8")
-    try:
-        mapping = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--settings is neither a JSON file nor a JSON object: {error}") from error
-    if not isinstance(mapping, dict):
-        raise ValueError("--settings must be a JSON object")
-    return mapping
-
-
 def run(args: argparse.Namespace) -> int:
     """Train, select, test; print the mean Dice of each test set."""
     import sys
@@ -98,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         encoder=None if args.encoder == "random" else args.encoder,
         arch_from=args.arch_from,
         fraction=args.fraction,
-        settings=SegmentationSettings.from_mapping(_settings_mapping(args.settings)),
+        settings=SegmentationSettings.from_mapping(read_settings_arg(args.settings)),
         progress=not args.quiet,
     )
     for name, summary in metrics["test"].items():
