@@ -20,7 +20,6 @@ others. Only the case id, label and geometry are written: no DICOM header value 
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from dagman.cohorts.lidc import crop_cube, map_scans, write_csv
+from dagman.io.atomic import write_image_atomic
 
 __all__ = [
     "COHORT_COLUMNS",
@@ -141,16 +141,6 @@ def _read_ct(source: Path, work_dir: Path) -> Any:
     return sitk.ReadImage(str(work_dir / best["image"]))
 
 
-def _write_nifti(image: Any, path: Path) -> None:
-    """Write a NIfTI atomically (the temporary name keeps .nii.gz so SimpleITK picks the format)."""
-    import SimpleITK as sitk
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    sitk.WriteImage(image, str(tmp), useCompression=True)
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class _CropTask:
     case: dict[str, Any]
@@ -189,14 +179,14 @@ def _crop_case(task: _CropTask) -> dict[str, Any]:
         image_2mm = resample_to_spacing(image, task.spacing, "linear")
         cube = crop_cube(image_2mm, centre, task.crop_size, IMAGE_PAD_HU)
         image_rel = Path("images", f"{key}.nii.gz")
-        _write_nifti(cube, task.out_dir / image_rel)
+        write_image_atomic(task.out_dir / image_rel, cube)
         row["image"] = image_rel.as_posix()
         if mask is not None:
             mask_cube = crop_cube(
                 resample_to_spacing(mask, task.spacing, "nearest"), centre, task.crop_size, 0
             )
             mask_rel = Path("masks", f"{key}.nii.gz")
-            _write_nifti(mask_cube, task.out_dir / mask_rel)
+            write_image_atomic(task.out_dir / mask_rel, mask_cube)
             row["mask"] = mask_rel.as_posix()
             row["mask_voxels"] = int(sitk.GetArrayViewFromImage(mask_cube).sum())
         row["center_x"], row["center_y"], row["center_z"] = (round(float(c), 4) for c in centre)

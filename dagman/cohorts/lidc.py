@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dagman.cohorts.pylidc_compat import import_pylidc, pylidc_dicom_root
+from dagman.io.atomic import write_csv_atomic, write_image_atomic
 
 __all__ = [
     "LabelRule",
@@ -274,12 +275,7 @@ def build_nodule_table(
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
     """Write ``table`` as CSV atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, path)
-    return path
+    return write_csv_atomic(path, table, lineterminator="\n")
 
 
 def scan_image_from_pylidc(scan: Any) -> Any:
@@ -385,16 +381,6 @@ def crop_cube(image: Any, centre_mm: Sequence[float], size: int, pad_value: floa
     return cube
 
 
-def _write_nifti(image: Any, path: Path) -> None:
-    """Write a NIfTI atomically (the temp name keeps the .nii.gz suffix so SimpleITK picks the format)."""
-    import SimpleITK as sitk
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    sitk.WriteImage(image, str(tmp), useCompression=True)
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class _CropSettings:
     out_dir: Path
@@ -462,8 +448,8 @@ def _scan_crops_worker(
             mask_image = _image_like(mask_array, mask_cube)
             image_rel = Path(folder, "images", f"{row['key']}.nii.gz")
             mask_rel = Path(folder, "masks", f"{row['key']}.nii.gz")
-            _write_nifti(cube, cfg.out_dir / image_rel)
-            _write_nifti(mask_image, cfg.out_dir / mask_rel)
+            write_image_atomic(cfg.out_dir / image_rel, cube)
+            write_image_atomic(cfg.out_dir / mask_rel, mask_image)
             prefix = "seg_" if folder else ""
             result[f"{prefix}image"] = image_rel.as_posix()
             result[f"{prefix}mask"] = mask_rel.as_posix()

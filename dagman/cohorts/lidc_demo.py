@@ -22,7 +22,6 @@ texture and painted voxels) and ``truth/<patient>_scan<id>.nii.gz``, the painted
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import pandas as pd
 
 from dagman.cohorts.lidc import LabelRule, consensus_mask, map_scans, nodule_key, write_csv
 from dagman.cohorts.pylidc_compat import import_pylidc
+from dagman.io.atomic import write_image_atomic
 
 __all__ = [
     "DEMO_MANIFEST_COLUMNS",
@@ -285,10 +285,7 @@ def _write_scan(task: tuple[int, str, LabelRule, int]) -> tuple[dict[str, Any], 
     truth_image = sitk.GetImageFromArray(truth)
     truth_image.SetSpacing((ps, ps, dz))
     truth_image.SetOrigin(origin)
-    (out / truth_rel).parent.mkdir(parents=True, exist_ok=True)
-    tmp = out / truth_rel.with_name(f".tmp-{os.getpid()}-{truth_rel.name}")
-    sitk.WriteImage(truth_image, str(tmp), useCompression=True)
-    os.replace(tmp, out / truth_rel)
+    write_image_atomic(out / truth_rel, truth_image)
     labels = [row["label"] for row in nodules]
     manifest = {
         "patient_id": scan.patient_id,

@@ -37,6 +37,7 @@ from dagman.cohorts.rtstruct import (
     rasterise_roi,
     scan_dicom_tree,
 )
+from dagman.io.atomic import write_csv_atomic, write_image_atomic
 
 __all__ = ["CASE_COLUMNS", "REPORT_COLUMNS", "build_nsclc_cohort", "gtv_case"]
 
@@ -112,11 +113,8 @@ def gtv_case(
     if voxels == 0:
         raise GtvError("gtv_too_small", f"ROI '{roi_name}' has no voxel left at {spacing:g} mm")
     resampled = resample_to_spacing(image, spacing, "linear")
-    for out, img in ((Path(image_out), resampled), (Path(mask_out), mask)):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")  # keeps .nii.gz so ITK compresses
-        sitk.WriteImage(img, str(tmp), True)
-        os.replace(tmp, out)
+    write_image_atomic(image_out, resampled)
+    write_image_atomic(mask_out, mask)
     return roi_name, voxels
 
 
@@ -146,12 +144,6 @@ def _case_worker(task: dict[str, Any]) -> dict[str, Any]:
         status="ok",
         reason="",
     )
-
-
-def _write_table(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def build_nsclc_cohort(
@@ -259,6 +251,6 @@ def build_nsclc_cohort(
         )
     cases = pd.DataFrame(rows, columns=list(CASE_COLUMNS)).sort_values(["case_id", "series_id"])
     report_frame = pd.DataFrame(report, columns=list(REPORT_COLUMNS)).sort_values(["case_id", "series_id"])
-    _write_table(cases, out / "cases.csv")
-    _write_table(report_frame, out / "report.csv")
+    write_csv_atomic(out / "cases.csv", cases)
+    write_csv_atomic(out / "report.csv", report_frame)
     return cases.reset_index(drop=True), report_frame.reset_index(drop=True)

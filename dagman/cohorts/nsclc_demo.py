@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dagman.cohorts.rtstruct import DEFAULT_GTV_NAMES
+from dagman.io.atomic import atomic_path, write_csv_atomic
 from dagman.io.dicom_write import derived_uid, write_ct_series
 from dagman.io.synthetic.demo import demo_patient_tags
 from dagman.io.synthetic.phantom import add_nodule, chest_phantom
@@ -117,13 +118,14 @@ def write_rtstruct(
     rtstruct.ds.SOPInstanceUID = sop_uid
     rtstruct.ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
     rtstruct.ds.SeriesDescription = "RTSTRUCT"
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.dcm")  # rt-utils appends .dcm to names without it
-    # rt-utils prints every path it writes, and uses pydicom attributes that pydicom 3 deprecates
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        rtstruct.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        # rt-utils appends .dcm to names without it
+        named = tmp if tmp.suffix == ".dcm" else tmp.with_name(f"{tmp.name}.dcm")
+        # rt-utils prints every path it writes, and uses pydicom attributes that pydicom 3 deprecates
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            rtstruct.save(str(named))
+        os.replace(named, tmp)
 
 
 def write_nsclc_demo(
@@ -198,7 +200,5 @@ def write_nsclc_demo(
             }
         )
     manifest = pd.DataFrame(rows, columns=list(NSCLC_MANIFEST_COLUMNS))
-    tmp = out / ".manifest.csv.tmp"
-    manifest.to_csv(tmp, index=False)
-    os.replace(tmp, out / "manifest.csv")
+    write_csv_atomic(out / "manifest.csv", manifest)
     return manifest

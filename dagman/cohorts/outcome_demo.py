@@ -21,7 +21,6 @@ ways of giving the location are exercised. Outputs in ``out_dir``:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from dagman.cohorts.lidc import map_scans, write_csv
+from dagman.io.atomic import write_image_atomic
 
 __all__ = ["OUTCOME_COHORT_COLUMNS", "TRUTH_COLUMNS", "paint_outcome_case", "write_outcome_demo"]
 
@@ -168,10 +168,7 @@ def _write_case(task: _CaseTask) -> tuple[dict[str, Any], dict[str, Any]]:
         image.SetSpacing(task.spacing)
         image.SetOrigin(origin)
         rel = Path("masks", f"{case_id}.nii.gz")
-        (task.out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        tmp = task.out_dir / rel.with_name(f".tmp-{os.getpid()}-{rel.name}")
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, task.out_dir / rel)
+        write_image_atomic(task.out_dir / rel, image)
         row["mask"] = rel.as_posix()
     else:
         # identity direction: patient coordinates = origin + index * spacing (x, y, z)

@@ -24,6 +24,7 @@ import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage
 
+from dagman.io.atomic import write_csv_atomic, write_image_atomic
 from dagman.io.synthetic.phantom import add_nodule, chest_phantom
 
 __all__ = ["write_rater_demo", "rater_masks", "RATER_COHORT_COLUMNS"]
@@ -72,16 +73,6 @@ def _tumour_centre(hu: np.ndarray, radius_vox: np.ndarray, rng: np.random.Genera
     return candidates[rng.integers(len(candidates))].astype(float)
 
 
-def _write(image: sitk.Image, path: Path) -> None:
-    """Write atomically (temporary name in the same folder, then rename)."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_rater_demo(
     out: str | os.PathLike[str],
     n_cases: int = 5,
@@ -126,19 +117,14 @@ def write_rater_demo(
         ct.SetSpacing(tuple(float(s) for s in spacing))
         ct.SetOrigin(origin)
         image_rel = f"images/{case_id}.nii.gz"
-        _write(ct, out / image_rel)
+        write_image_atomic(out / image_rel, ct)
         for number, mask in enumerate(rater_masks(truth, spacing_zyx, n_raters, rng), start=1):
             rater = f"R{number}"
             image = sitk.GetImageFromArray(mask.astype(np.uint8))
             image.CopyInformation(ct)
             mask_rel = f"masks/{case_id}__{rater}.nii.gz"
-            _write(image, out / mask_rel)
+            write_image_atomic(out / mask_rel, image)
             rows.append({"case_id": case_id, "rater": rater, "image": image_rel, "mask": mask_rel})
     table = pd.DataFrame(rows, columns=list(RATER_COHORT_COLUMNS))
-    tmp = out / f".tmp-{os.getpid()}-raters.csv"
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out / "raters.csv")
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_csv_atomic(out / "raters.csv", table)
     return table

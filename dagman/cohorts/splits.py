@@ -18,14 +18,14 @@ Use :func:`fold_keys` and :func:`heldout_keys` to read them.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from dagman.io.atomic import write_csv_atomic, write_json_atomic
 
 __all__ = [
     "make_splits",
@@ -270,12 +270,6 @@ def heldout_keys(splits: pd.DataFrame) -> list[str]:
     return splits.loc[splits["set"] == "test", "key"].tolist()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_splits(splits: pd.DataFrame, out_dir: str | Path, settings: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``splits.csv`` and ``splits.json`` (summary with the checks) into ``out_dir``, atomically.
 
@@ -292,8 +286,8 @@ def write_splits(splits: pd.DataFrame, out_dir: str | Path, settings: dict[str, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "splits.csv", out_dir / "splits.json"
-    _atomic_write_text(csv_path, splits.to_csv(index=False, lineterminator="\n"))
-    _atomic_write_text(json_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_csv_atomic(csv_path, splits, lineterminator="\n")
+    write_json_atomic(json_path, summary, sort_keys=True)
     return csv_path, json_path
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from dagman.io.atomic import atomic_path, write_csv_atomic, write_image_atomic
 from dagman.io.resample import resample_to_spacing, window_to_unit
 
 __all__ = ["build_cache", "write_index", "load_cached_array", "INDEX_COLUMNS", "SERIES_COLUMNS"]
@@ -44,25 +45,10 @@ INDEX_COLUMNS = (
 )
 
 
-def _atomic_write_image(image: sitk.Image, path: Path) -> None:
-    """Write ``image`` to ``path`` through a temporary name in the same folder (the suffix picks the format)."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _atomic_write_array(array: np.ndarray, path: Path) -> None:
-    """Save ``array`` as .npy at ``path`` through a temporary name in the same folder."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Save ``array`` as .npy at ``path`` atomically."""
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def _cache_one(
@@ -85,8 +71,10 @@ def _cache_one(
         raise ValueError(f"could not read or resample {source}: {exc}") from exc
     name = f"{case_id}__{series_id}"
     out = Path(out_dir)
-    _atomic_write_image(resampled, out / f"images/{name}.nii.gz")
-    _atomic_write_array(window_to_unit(sitk.GetArrayViewFromImage(resampled), *window), out / f"arrays/{name}.npy")
+    write_image_atomic(out / f"images/{name}.nii.gz", resampled)
+    _atomic_write_array(
+        window_to_unit(sitk.GetArrayViewFromImage(resampled), *window), out / f"arrays/{name}.npy"
+    )
     return _index_row(out, case_id, series_id, spacing, window)
 
 
@@ -204,7 +192,7 @@ def build_cache(
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     index = index.sort_values(["case_id", "series_id"], kind="stable").reset_index(drop=True)
     if only is None:
-        _write_index_csv(index, out)
+        write_csv_atomic(out / "index.csv", index)
     return index
 
 
@@ -222,14 +210,8 @@ def write_index(
     rows = [_index_row(out, r.case_id, r.series_id, float(spacing), (low, high)) for r in table.itertuples()]
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     index = index.sort_values(["case_id", "series_id"], kind="stable").reset_index(drop=True)
-    _write_index_csv(index, out)
+    write_csv_atomic(out / "index.csv", index)
     return index
-
-
-def _write_index_csv(index: pd.DataFrame, out: Path) -> None:
-    tmp = out / f".tmp-{os.getpid()}-index.csv"
-    index.to_csv(tmp, index=False)
-    os.replace(tmp, out / "index.csv")
 
 
 def load_cached_array(cache_dir: str | os.PathLike[str], row: Mapping[str, Any]) -> np.memmap:

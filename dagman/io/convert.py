@@ -17,10 +17,8 @@ previous run's results, stale images included. No identifying tag is ever writte
 
 from __future__ import annotations
 
-import csv
 import multiprocessing
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -28,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dagman.io.atomic import TMP_PREFIX, write_image_atomic, write_rows_atomic
 from dagman.io.dicom_series import (
     CASE_ID_MODES,
     FileIssue,
@@ -61,7 +60,7 @@ SERIES_COLUMNS = (
 )
 QUARANTINE_COLUMNS = ("level", "case_id", "series_id", "series_uid", "file", "reason_code", "reason")
 _IMAGE_SUFFIX = ".nii.gz"
-_TMP_MARK = ".tmp-"
+_TMP_MARK = TMP_PREFIX  # temporary files of atomic writes; stale ones are removed
 _HEADER_CHUNK = 64  # files per header task: large enough to amortise inter-process overhead
 
 
@@ -111,13 +110,7 @@ def write_series_image(volume: Any, plan: SeriesPlan, path: Path) -> None:
     image.SetSpacing(plan.spacing)
     image.SetOrigin(plan.origin)
     image.SetDirection(plan.direction)
-    # The temp name keeps the .nii.gz suffix so that ITK picks the compressed NIfTI writer.
-    tmp = path.with_name(f"{_TMP_MARK}{os.getpid()}-{path.name}")
-    try:
-        sitk.WriteImage(image, str(tmp), True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_image_atomic(path, image)
 
 
 def _convert_series(plan: SeriesPlan, image_path: str) -> tuple[str, str]:
@@ -160,15 +153,7 @@ def _progress(iterable: Iterable[Any], total: int, desc: str, unit: str, enabled
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
     """Write a CSV atomically (temp file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_MARK, suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_rows_atomic(path, columns, rows)
 
 
 def _map(

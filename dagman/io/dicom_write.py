@@ -26,6 +26,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from dagman.io.atomic import atomic_path
+
 __all__ = [
     "CT_IMAGE_STORAGE",
     "BASIC_TEXT_SR_STORAGE",
@@ -129,9 +131,8 @@ def _base_dataset(
 
 def _save(ds: Dataset, path: Path) -> Path:
     """Save with a valid file meta group, atomically (temp name in the same folder, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
     return path
 
 

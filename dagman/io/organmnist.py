@@ -10,12 +10,13 @@ would not load through it.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from dagman.io.atomic import atomic_path
 
 __all__ = ["ORGAN_CLASSES", "SPLITS", "OrganSplit", "read_organmnist", "write_organmnist"]
 
@@ -127,13 +128,7 @@ def write_organmnist(path: str | os.PathLike[str], splits: Mapping[str, OrganSpl
         arrays[f"{split}_images"] = images
         # MedMNIST stores labels as uint8 (N, 1); keep that so the file is byte-for-byte its format
         arrays[f"{split}_labels"] = labels.astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # through an open file: numpy would append .npz to a name without it
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
     return path

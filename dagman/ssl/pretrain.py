@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from dagman.io.atomic import write_json_atomic, write_rows_atomic
 from dagman.io.crops import TwoCropDataset
 from dagman.models.network import DagmanNetwork, NetworkOutput
 from dagman.models.weights import export_encoder
@@ -430,7 +430,8 @@ class _MetricsLog:
                 kept = [r for r in csv.DictReader(handle) if int(r["step"]) < start]
         if kept:
             self.last = {k: float(v) for k, v in kept[-1].items() if v not in ("", None)}
-        _atomic_write_rows(self.path, columns, kept)
+        # \r\n: csv's default, which the appending writer below uses too
+        write_rows_atomic(self.path, columns, kept, extrasaction="ignore", lineterminator="\r\n")
         self._file = self.path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
         if tensorboard:
@@ -456,31 +457,6 @@ class _MetricsLog:
             self._file.close()
         if self._tb is not None:
             self._tb.close()
-
-
-def _atomic_write_rows(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def pretrain(
@@ -628,7 +604,7 @@ def _pretrain(
         "version": version,
     }
     if ctx.is_main:
-        _atomic_write_json(out_dir / "settings.json", resolved)
+        write_json_atomic(out_dir / "settings.json", resolved)
         log.info("pretraining %s with resolved settings:\n%s", spec.name, json.dumps(resolved, indent=2))
 
     def save(step: int) -> None:
@@ -725,7 +701,7 @@ def _pretrain(
             metrics.close()
 
     if ctx.is_main:
-        export_encoder(teacher, out_dir / "encoder.pt")
+        export_encoder(teacher, out_dir / "encoder.pt", input_size=settings.crop_size)
     centre_diff = 0.0
     for module in losses.values():
         gathered = all_gather(module.center, ctx)
@@ -748,7 +724,7 @@ def _pretrain(
         "encoder": "encoder.pt",
     }
     if ctx.is_main:
-        _atomic_write_json(out_dir / "summary.json", summary)
+        write_json_atomic(out_dir / "summary.json", summary)
     barrier(ctx)
     return summary
 

@@ -29,6 +29,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from dagman.io.atomic import atomic_path, write_image_atomic
 from dagman.io.resample import resample_to_spacing, window_to_unit
 from dagman.tasks.embeddings import PretrainedEncoder
 
@@ -197,14 +198,7 @@ def to_reference_grid(image: sitk.Image, reference: sitk.Image, interpolator: st
 
 def write_image(image: sitk.Image, path: Path) -> Path:
     """Write an image atomically (temporary name in the same folder, then rename; the suffix picks the format)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_image_atomic(path, image)
 
 
 def write_overlay_pngs(
@@ -259,13 +253,11 @@ def write_overlay_pngs(
         ax.set_title(f"{title} {view}".strip())
         ax.set_axis_off()
         path = out_dir / f"{stem}_{view}.png"
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
         try:
-            fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
         finally:
             plt.close(fig)
-            tmp.unlink(missing_ok=True)
         written[view] = path
     return written
 

@@ -24,11 +24,9 @@ part in the binary cross-entropy.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -41,6 +39,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dagman.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from dagman.tasks.metrics import bootstrap_auc_ci, roc_auc, threshold_metrics, youden_threshold
 
 __all__ = [
@@ -364,39 +363,6 @@ class BinaryClassifier(nn.Module):
         return self.head(self.encoder(x))
 
 
-def _encoder_files(path: Path) -> tuple[Path, Path, Path]:
-    """(encoder.pt, encoder_sa.pt, encoder_config.json) of an encoder folder or of its ``<stem>.pt`` file."""
-    if path.is_dir():
-        path = path / "encoder.pt"
-    config = path.with_name(f"{path.stem}_config.json")
-    if not config.is_file():
-        raise FileNotFoundError(
-            f"encoder configuration {config} is missing (pretraining exports encoder.pt, encoder_sa.pt and "
-            "encoder_config.json together)"
-        )
-    return path, path.with_name(f"{path.stem}_sa.pt"), config
-
-
-def _load_vit_weights(backbone: nn.Module, path: Path) -> str:
-    """Load an exported ViT encoder strictly, listing missing, unexpected and mis-shaped keys on failure."""
-    from dagman.models.weights import map_encoder_keys
-
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder weights not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state, report = map_encoder_keys(checkpoint)
-    target = backbone.state_dict()
-    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
-    shaped = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
-    if missing or unexpected or shaped:
-        raise ValueError(
-            f"ViT encoder weights in {path} do not match the architecture in its config: missing {missing}, "
-            f"unexpected {unexpected}, wrong shape {shaped}"
-        )
-    backbone.load_state_dict(state, strict=True)
-    return report.summary()
-
-
 def load_med3d_weights(encoder: ResNetEncoder, path: str | os.PathLike[str]) -> str:
     """Load Med3D (MedicalNet) ResNet-50 weights strictly into ``encoder``'s trunk.
 
@@ -438,9 +404,7 @@ def build_encoder(spec: EncoderSpec, settings: ClassificationSettings) -> tuple[
         The encoder (``out_dim``, ``embedding``, ``input_multiple`` attributes) and a JSON-ready description
         (kind, source, backbone, SA stage, embedding used, load report).
     """
-    from dagman.models.network import build_backbone
-    from dagman.models.semantic_attention import SemanticAttention
-    from dagman.models.weights import load_encoder_into_swinunetr, load_semantic_attention
+    from dagman.models.weights import load_encoder
 
     info: dict[str, Any] = {"kind": spec.kind, "source": str(spec.path) if spec.path else ""}
     if spec.kind == "resnet50":
@@ -450,37 +414,22 @@ def build_encoder(spec: EncoderSpec, settings: ClassificationSettings) -> tuple[
         info.update(sa_stage=None, embedding=encoder.embedding)
         return encoder, info
 
-    weights_path, sa_path, config_path = _encoder_files(Path(spec.path))
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    name = config.get("backbone")
-    backbone = build_backbone(name, **config.get("backbone_config", {}))
-    sa, sa_stage = None, None
-    reports = []
-    if name == "swin" and config.get("sa_stage") is not None:
-        if not sa_path.is_file():
-            raise FileNotFoundError(
-                f"{config_path} names SA stage {config['sa_stage']} but {sa_path} is missing"
-            )
-        if spec.kind == "pretrained" and settings.sa_weights == "pretrained":
-            sa, sa_stage = load_semantic_attention(sa_path)
-            reports.append(f"SA loaded strictly from {sa_path.name}")
-        else:
-            payload = torch.load(sa_path, map_location="cpu", weights_only=True)
-            sa, sa_stage = SemanticAttention(**payload["config"]), int(payload["sa_stage"])
-            reports.append("SA randomly initialised")
-        if sa_stage != int(config["sa_stage"]):
-            raise ValueError(
-                f"{sa_path} is for SA stage {sa_stage} but {config_path} says {config['sa_stage']}"
-            )
-    if spec.kind == "pretrained":
-        if name == "swin":
-            reports.insert(0, load_encoder_into_swinunetr(backbone, weights_path).summary())
-        else:
-            reports.insert(0, _load_vit_weights(backbone, weights_path))
-    else:
-        reports.insert(0, "randomly initialised encoder (no pretraining)")
-    encoder = TransformerEncoder(backbone, name, sa=sa, sa_stage=sa_stage, embedding=settings.embedding)
-    info.update(backbone=name, sa_stage=sa_stage, embedding=encoder.embedding, load_report="; ".join(reports))
+    # a random encoder gets a random SA too; settings.sa_weights="random" re-initialises SA alone
+    sa_weights = settings.sa_weights if spec.kind == "pretrained" else "random"
+    loaded = load_encoder(spec.path, weights=spec.kind, sa_weights=sa_weights)
+    encoder = TransformerEncoder(
+        loaded.backbone,
+        loaded.backbone_name,
+        sa=loaded.sa,
+        sa_stage=loaded.sa_stage,
+        embedding=settings.embedding,
+    )
+    info.update(
+        backbone=loaded.backbone_name,
+        sa_stage=loaded.sa_stage,
+        embedding=encoder.embedding,
+        load_report=loaded.load_report,
+    )
     return encoder, info
 
 
@@ -701,17 +650,6 @@ def _labels_for(splits: pd.DataFrame, crops: pd.DataFrame, keys: Sequence[str], 
     return labels.astype(np.int64)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _json_ready(value: Any) -> Any:
     """Floats that JSON can carry (NaN/inf become None), recursively."""
     if isinstance(value, dict):
@@ -876,21 +814,16 @@ def finetune(
         ],
         ignore_index=True,
     )
-    _atomic_text(
-        out / "predictions.csv", predictions.to_csv(index=False, lineterminator="\n", float_format="%.8g")
-    )
-    _atomic_text(
-        out / "history.csv",
-        pd.DataFrame(result.history).to_csv(index=False, lineterminator="\n", float_format="%.8g"),
+    write_csv_atomic(out / "predictions.csv", predictions, lineterminator="\n", float_format="%.8g")
+    write_csv_atomic(
+        out / "history.csv", pd.DataFrame(result.history), lineterminator="\n", float_format="%.8g"
     )
     if settings.save_model:
-        fd, tmp = tempfile.mkstemp(prefix=".model.pt.", suffix=".tmp", dir=out)
-        os.close(fd)
-        torch.save(
-            {"state_dict": model.cpu().state_dict(), "encoder": info, "settings": settings.as_dict()}, tmp
-        )
-        os.replace(tmp, out / "model.pt")
-    _atomic_text(out / "metrics.json", json.dumps(_json_ready(metrics), indent=2) + "\n")
+        with atomic_path(out / "model.pt") as tmp:
+            torch.save(
+                {"state_dict": model.cpu().state_dict(), "encoder": info, "settings": settings.as_dict()}, tmp
+            )
+    write_json_atomic(out / "metrics.json", _json_ready(metrics))
     return metrics
 
 

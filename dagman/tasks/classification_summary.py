@@ -19,13 +19,13 @@ import glob
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dagman.io.atomic import write_csv_atomic
 from dagman.tasks.metrics import bootstrap_auc_ci, delong_test, paired_bootstrap_test, roc_auc
 
 __all__ = [
@@ -267,17 +267,6 @@ def compare_methods(
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
-def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6g")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_classification_summary(
     inputs: Iterable[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -303,5 +292,5 @@ def write_classification_summary(
     written = {}
     for name, frame in tables.items():
         written[name] = out / f"{name}.csv"
-        _atomic_csv(frame, written[name])
+        write_csv_atomic(written[name], frame, lineterminator="\n", float_format="%.6g")
     return written

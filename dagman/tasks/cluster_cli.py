@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="network input side in voxels; volumes are resized to it (default: the pretraining crop recorded "
-        "in the export; needed for Swin exports without SA)",
+        "in the export; needed only for Swin exports without SA written before the crop was recorded)",
     )
     parser.add_argument(
         "--embedding",

@@ -14,15 +14,15 @@ UMAP is seeded (``random_state``), which also makes it single-threaded and so re
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dagman.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
 
 __all__ = ["ClusterDistances", "cluster_distances", "umap_2d", "run_clustering", "DISTANCE_COLUMNS"]
 
@@ -129,18 +129,6 @@ def umap_2d(
     return np.asarray(reducer.fit_transform(np.asarray(embeddings, dtype=np.float32)), dtype=np.float64)
 
 
-def _atomic_write_text(text: str, path: Path) -> None:
-    """Write text through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def run_clustering(
     npz: str | os.PathLike[str],
     encoder_dir: str | os.PathLike[str],
@@ -208,14 +196,12 @@ def run_clustering(
             "y": coords[:, 1],
         }
     )
-    _atomic_write_text(scatter.to_csv(index=False), out / "umap.csv")
+    write_csv_atomic(out / "umap.csv", scatter)
     rows = [
         {"method": encoder.method, "space": space, **{k: getattr(r, k) for k in DISTANCE_COLUMNS[2:]}}
         for space, r in results.items()
     ]
-    _atomic_write_text(
-        pd.DataFrame(rows, columns=list(DISTANCE_COLUMNS)).to_csv(index=False), out / "distances.csv"
-    )
+    write_csv_atomic(out / "distances.csv", pd.DataFrame(rows, columns=list(DISTANCE_COLUMNS)))
     summary = {
         "method": encoder.method,
         "npz": str(npz),
@@ -232,13 +218,7 @@ def run_clustering(
         record = asdict(r)
         record["intra_per_class"] = {ORGAN_CLASSES[c]: v for c, v in r.intra_per_class.items()}
         summary["distances"][space] = record
-    _atomic_write_text(json.dumps(summary, indent=2) + "\n", out / "distances.json")
-    fd, tmp = tempfile.mkstemp(prefix=".embeddings.", suffix=".npy", dir=out)
-    os.close(fd)
-    try:
+    write_json_atomic(out / "distances.json", summary)
+    with atomic_path(out / "embeddings.npy") as tmp:
         np.save(tmp, embeddings.astype(np.float32))
-        os.replace(tmp, out / "embeddings.npy")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return results

@@ -26,7 +26,6 @@ all heads of all blocks of the stage.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +36,8 @@ import pandas as pd
 import torch
 from monai.networks.nets.swin_unetr import get_window_size
 from tqdm import tqdm
+
+from dagman.io.atomic import write_csv_atomic
 
 __all__ = [
     "DIVERSITY_COLUMNS",
@@ -251,18 +252,6 @@ def summarise_heads(table: pd.DataFrame) -> pd.DataFrame:
     return summary[list(SUMMARY_COLUMNS)]
 
 
-def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write a CSV through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 @torch.no_grad()
 def run_diversity(
     encoder_dir: str | os.PathLike[str],
@@ -320,6 +309,6 @@ def run_diversity(
     summary = summarise_heads(table)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_csv(table, out / "diversity.csv")
-    _atomic_csv(summary, out / "diversity_summary.csv")
+    write_csv_atomic(out / "diversity.csv", table)
+    write_csv_atomic(out / "diversity_summary.csv", summary)
     return table, summary

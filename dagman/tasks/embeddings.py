@@ -1,10 +1,10 @@
-"""Pretrained encoders for the representation analyses: strict loading from an export folder, and embeddings.
+"""Pretrained encoders for the representation analyses: an export folder as a network, and embeddings.
 
 An export folder is what :func:`dagman.models.weights.export_encoder` writes (``results/<run>/pretrain/<method>/``):
 ``encoder.pt`` (plain encoder state dict), ``encoder_sa.pt`` (semantic-attention weights and configuration,
-SA methods only) and ``encoder_config.json`` (backbone name and configuration, SA stage). The network is
-rebuilt from those files alone and every tensor is loaded strictly; projection and reconstruction heads are not
-part of an export and are never run here.
+SA methods only) and ``encoder_config.json`` (backbone name and configuration, SA stage, pretraining crop
+size). :func:`dagman.models.weights.load_encoder` rebuilds the encoder from those files alone and loads every
+tensor strictly; projection and reconstruction heads are not part of an export and are never run here.
 
 Image embedding (DESIGN 4, preprint section V): the SA [CLS] for Swin methods with SA, the ViT [CLS] for ViT
 methods, and otherwise ("pooled") the global average of the last Swin stage, which is the representation the
@@ -13,12 +13,11 @@ preprint uses for SMIT ("average pooling of the features from stage #4").
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dagman.models.network import DagmanNetwork, NetworkOutput
-from dagman.models.weights import load_semantic_attention, map_encoder_keys
+from dagman.models.weights import as_input_size, load_encoder
 
 __all__ = [
     "EMBEDDING_KINDS",
@@ -74,134 +73,36 @@ class PretrainedEncoder:
         return self.network(x.to(self.device), project=False, reconstruct=False)
 
 
-def _export_files(path: Path) -> tuple[Path, Path, Path]:
-    """Encoder weights, config and SA files of an export folder or of an ``encoder.pt`` path."""
-    weights = path / "encoder.pt" if path.is_dir() else path
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"encoder weights not found: {weights} (give an export folder holding encoder.pt, or the .pt file)"
-        )
-    config = weights.with_name(f"{weights.stem}_config.json")
-    if not config.is_file():
-        raise FileNotFoundError(
-            f"encoder configuration not found: {config} (written by export_encoder next to {weights.name})"
-        )
-    return weights, config, weights.with_name(f"{weights.stem}_sa.pt")
-
-
-def _as_size(size: Sequence[int] | int) -> tuple[int, int, int]:
-    """Three positive sides from one side or three."""
-    sides = (int(size),) * 3 if isinstance(size, int | np.integer) else tuple(int(s) for s in size)
-    if len(sides) != 3 or min(sides) < 1:
-        raise ValueError(f"input size must be one positive side or three, got {size!r}")
-    return sides  # type: ignore[return-value]
-
-
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """``load_state_dict(strict=True)`` with a plain-language ValueError listing every mismatch."""
-    target = module.state_dict()
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    shaped = sorted(
-        f"{k} (file {tuple(state[k].shape)}, model {tuple(target[k].shape)})"
-        for k in set(state) & set(target)
-        if state[k].shape != target[k].shape
-    )
-    if missing or unexpected or shaped:
-        parts = [
-            f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shaped))
-            if keys
-        ]
-        raise ValueError(
-            f"encoder weights in {source} do not fit the configured encoder; " + "; ".join(parts)
-        )
-    module.load_state_dict(state, strict=True)
-
-
 def load_pretrained_encoder(
     path: str | os.PathLike[str],
     input_size: Sequence[int] | int | None = None,
     method: str | None = None,
     device: str | torch.device = "cpu",
 ) -> PretrainedEncoder:
-    """Rebuild a pretrained encoder from its export and load every tensor strictly.
+    """Rebuild a pretrained encoder from its export (strictly, :func:`~dagman.models.weights.load_encoder`).
 
     Args:
         path: export folder (``.../pretrain/<method>/``) or its ``encoder.pt``.
-        input_size: side(s) the network is fed at. Default: ``img_size`` in the config if present, else the
-            SA position-embedding grid times the SA stage's stride (the pretraining crop), else the ViT's
-            ``img_size``. A Swin export without SA records no crop size, so give it there.
+        input_size: side(s) the network is fed at. Default: the pretraining crop recorded in the export (for
+            exports that predate the record: derived from the SA grid or the ViT; a Swin without SA then
+            needs it given).
         method: name for outputs; default: the export folder's name.
         device: where to run.
 
     Returns:
         :class:`PretrainedEncoder`.
     """
-    weights, config_path, sa_path = _export_files(Path(path))
-    config: dict[str, Any] = json.loads(config_path.read_text(encoding="utf-8"))
-    for key in ("backbone", "backbone_config", "sa_stage"):
-        if key not in config:
-            raise ValueError(f"{config_path} has no {key!r}: not an export_encoder configuration")
-    backbone, backbone_config, sa_stage = (
-        config["backbone"],
-        dict(config["backbone_config"]),
-        config["sa_stage"],
+    loaded = load_encoder(path)
+    size = loaded.resolve_input_size(input_size)
+    network = loaded.network(size).eval().requires_grad_(False).to(device)
+    return PretrainedEncoder(
+        network=network, input_size=size, method=method or loaded.files.method, path=loaded.files.weights
     )
-    sa_module = None
-    if sa_stage is not None:
-        if not sa_path.is_file():
-            raise FileNotFoundError(f"{config_path} names SA stage {sa_stage} but {sa_path} does not exist")
-        sa_module, stored_stage = load_semantic_attention(sa_path)
-        if stored_stage != sa_stage:
-            raise ValueError(f"{sa_path} is for SA stage {stored_stage}, {config_path} says {sa_stage}")
-
-    if input_size is None:
-        if "img_size" in config:
-            input_size = config["img_size"]
-        elif sa_module is not None:
-            stride = int(backbone_config["patch_size"]) * 2 ** (int(sa_stage) - 1)
-            input_size = [g * stride for g in sa_module.grid_size]
-        elif backbone == "vit":
-            input_size = backbone_config["img_size"]
-        else:
-            raise ValueError(
-                f"{config_path} records no crop size for this Swin encoder without SA; pass the pretraining "
-                "crop size (input_size / --input-size)"
-            )
-    size = _as_size(input_size)
-    network = DagmanNetwork(
-        backbone,
-        img_size=size,
-        sa_stage=sa_stage,
-        sa_heads=sa_module.num_heads if sa_module is not None else None,
-        sa_depth=sa_module.depth if sa_module is not None else 2,
-        # heads are not exported and never run here: build them minimal
-        out_dim=2,
-        head_hidden_dim=2,
-        head_bottleneck_dim=2,
-        head_nlayers=1,
-        recon_head=False,
-        backbone_kwargs=backbone_config,
-    )
-    if sa_module is not None:
-        network.sa = sa_module  # the exported module itself, loaded strictly with its own grid
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{weights} does not hold a state dict (got {type(state).__name__})")
-    if backbone == "swin":
-        state, _ = map_encoder_keys(state)
-        _load_strict(network.backbone.swinViT, state, weights)
-    else:
-        _load_strict(network.backbone, state, weights)
-    network.eval().requires_grad_(False).to(device)
-    name = method or (weights.parent.name if weights.name == "encoder.pt" else weights.stem)
-    return PretrainedEncoder(network=network, input_size=size, method=name, path=weights)
 
 
 def resize_volumes(volumes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Trilinear resize of (B, 1, D, H, W) float volumes to ``size`` (no-op when already that size)."""
-    size = _as_size(size)
+    size = as_input_size(size)
     if tuple(volumes.shape[2:]) == size:
         return volumes
     return F.interpolate(volumes, size=size, mode="trilinear", align_corners=False)

@@ -33,6 +33,7 @@ from typing import Any
 
 import pandas as pd
 
+from dagman.io.atomic import write_csv_atomic, write_json_atomic
 from dagman.tasks.segmentation import DICE_COLUMNS, binary_dice, read_cases, split_cases
 
 __all__ = [
@@ -329,7 +330,7 @@ def run_nnunet(
         "nnUNet_compile": "t" if settings.compile else "f",
     }
     table = convert_to_nnunet_raw([*train, *val], tests, env["nnUNet_raw"], settings)
-    table.to_csv(out / "cases.csv", index=False)
+    write_csv_atomic(out / "cases.csv", table)
     by_name = dict(zip(table["name"], table["identifier"], strict=False))
     device = settings.device
     if device == "auto":
@@ -377,14 +378,10 @@ def run_nnunet(
                 }
             )
         dice = pd.DataFrame(rows, columns=list(DICE_COLUMNS))
-        tmp = out / ".dice.csv.tmp"
-        dice.to_csv(tmp, index=False, float_format="%.6f")
-        os.replace(tmp, out / "dice.csv")
+        write_csv_atomic(out / "dice.csv", dice, float_format="%.6f")
         metrics["test"] = {name: _summary(dice.loc[dice["test_set"] == name, "dice"]) for name in tests}
     metrics["seconds"] = round(time.time() - started, 1)
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "metrics.json")
+    write_json_atomic(out / "metrics.json", metrics)
     return metrics
 
 

@@ -18,10 +18,8 @@ Outputs of :func:`run_segmentation` in ``out_dir``: ``dice.csv`` (:data:`DICE_CO
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -32,6 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from dagman.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
 
 __all__ = [
     "DICE_COLUMNS",
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 DICE_COLUMNS = ("test_set", "case_id", "dice", "true_voxels", "pred_voxels")
-_ENCODER_FILE = "encoder.pt"
 
 
 @dataclass
@@ -248,21 +247,14 @@ def resolve_encoder(encoder: str | os.PathLike[str]) -> tuple[Path, dict[str, An
     Returns:
         ``(weights_path, config)``.
     """
-    path = Path(encoder)
-    weights = path / _ENCODER_FILE if path.is_dir() else path
-    if not weights.is_file():
-        raise FileNotFoundError(f"encoder weights not found: {weights} (run `dagman pretrain` first)")
-    config_path = weights.with_name(f"{weights.stem}_config.json")
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"encoder config {config_path} is missing; it is written beside the weights by export_encoder"
-        )
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if config.get("backbone") != "swin" or "swinunetr_kwargs" not in config:
+    from dagman.models.weights import read_export_config
+
+    files, config = read_export_config(encoder)
+    if config["backbone"] != "swin" or "swinunetr_kwargs" not in config:
         raise ValueError(
-            f"{config_path}: only a Swin encoder fits SwinUNETR, this one is {config.get('backbone')!r}"
+            f"{files.config}: only a Swin encoder fits SwinUNETR, this one is {config['backbone']!r}"
         )
-    return weights, config
+    return files.weights, config
 
 
 def _architecture(settings: SegmentationSettings, arch_from: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -436,13 +428,6 @@ def _lr_at(step: int, settings: SegmentationSettings) -> float:
     return 0.5 * settings.lr * (1.0 + math.cos(math.pi * progress))
 
 
-def _atomic_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _summary(values: Sequence[float]) -> dict[str, float | int | None]:
     array = np.asarray(values, dtype=float)
     if array.size == 0:
@@ -555,7 +540,7 @@ def run_segmentation(
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.set_postfix(loss=f"{entry['loss']:.3f}", val_dice=f"{val_dice:.3f}")
             # the log is rewritten at each validation so a long run can be followed
-            _atomic_text(pd.DataFrame(log).to_csv(index=False), out / "log.csv")
+            write_csv_atomic(out / "log.csv", pd.DataFrame(log))
     model.load_state_dict(best_state)
 
     rows = []
@@ -565,13 +550,11 @@ def run_segmentation(
         ):
             rows.append({"test_set": name, **row})
     dice = pd.DataFrame(rows, columns=list(DICE_COLUMNS))
-    _atomic_text(dice.to_csv(index=False, float_format="%.6f"), out / "dice.csv")
-    _atomic_text(pd.DataFrame(log).to_csv(index=False), out / "log.csv")
+    write_csv_atomic(out / "dice.csv", dice, float_format="%.6f")
+    write_csv_atomic(out / "log.csv", pd.DataFrame(log))
     if settings.save_model:
-        fd, tmp = tempfile.mkstemp(prefix=".model.pt.", suffix=".tmp", dir=out)
-        os.close(fd)
-        torch.save({"state_dict": best_state, "architecture": arch, "settings": settings.as_dict()}, tmp)
-        os.replace(tmp, out / "model.pt")
+        with atomic_path(out / "model.pt") as tmp:
+            torch.save({"state_dict": best_state, "architecture": arch, "settings": settings.as_dict()}, tmp)
     metrics = {
         "encoder": str(encoder) if encoder is not None else "random",
         "encoder_load": load_summary,
@@ -588,5 +571,5 @@ def run_segmentation(
         "seconds": round(time.time() - started, 1),
         "settings": settings.as_dict(),
     }
-    _atomic_text(json.dumps(metrics, indent=2) + "\n", out / "metrics.json")
+    write_json_atomic(out / "metrics.json", metrics)
     return metrics

@@ -17,9 +17,7 @@ A mask on another grid than its CT is brought onto the CT grid with nearest neig
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +25,8 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
+
+from dagman.io.atomic import write_csv_atomic, write_json_atomic
 
 __all__ = [
     "RATER_COLUMNS",
@@ -124,18 +124,6 @@ def _centre_start(
     return tuple(int(round(c - n / 2.0)) for c, n in zip(centre, size, strict=True))
 
 
-def _atomic_write_text(text: str, path: Path) -> None:
-    """Write text through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def run_zeroshot(
     cohort_csv: str | os.PathLike[str],
     encoder_dir: str | os.PathLike[str],
@@ -202,7 +190,7 @@ def run_zeroshot(
                 }
             )
     table = pd.DataFrame(rows, columns=list(DICE_COLUMNS))
-    _atomic_write_text(table.to_csv(index=False), out / "dice.csv")
+    write_csv_atomic(out / "dice.csv", table)
     per_case = table.groupby("case_id")["dice"].mean().dropna()
     pairs = table["dice"].dropna()
     summary = {
@@ -220,5 +208,5 @@ def run_zeroshot(
         "input_size": list(encoder.input_size),
         "overlap": overlap,
     }
-    _atomic_write_text(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    write_json_atomic(out / "summary.json", summary)
     return table

@@ -182,6 +182,9 @@ def test_encoder_loads_strictly_into_swinunetr(full_run: dict) -> None:
     model.swinViT.load_state_dict(state, strict=True)
     teacher = load_checkpoint(full_run["out"] / "checkpoint.pt")["teacher"]
     assert torch.equal(state["patch_embed.proj.weight"], teacher["backbone.swinViT.patch_embed.proj.weight"])
+    # the crop is recorded, so downstream tasks feed the encoder what it was trained on by default
+    config = json.loads((full_run["out"] / "encoder_config.json").read_text())
+    assert config["input_size"] == TINY["crop_size"]
 
 
 def test_sigterm_then_rerun_equals_uninterrupted(full_run: dict, cache: Path, tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_loaded_encoder_reproduces_the_exported_network(encoders):
     )
     for name, kind in (("dagman", "cls"), ("smit", "pooled")):
         folder, net = encoders[name]
-        encoder = load_pretrained_encoder(folder, input_size=None if name == "dagman" else 32)
+        encoder = load_pretrained_encoder(folder)  # both exports record their crop, SMIT's included
         assert encoder.input_size == (32, 32, 32) and encoder.method == name
         got = embed_volumes(encoder, volumes, progress=False)
         with torch.no_grad():
@@ -90,10 +90,16 @@ def test_loaded_encoder_reproduces_the_exported_network(encoders):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
 
 
-def test_swin_without_sa_needs_an_input_size(encoders):
-    """A Swin export without SA records no crop size: loading without one fails naming the option."""
+def test_old_swin_export_without_sa_needs_an_input_size(encoders, tmp_path):
+    """A Swin export without SA from before the crop was recorded: loading fails naming the option."""
+    for name in ("encoder.pt", "encoder_config.json"):
+        (tmp_path / name).write_bytes((encoders["smit"][0] / name).read_bytes())
+    config = json.loads((tmp_path / "encoder_config.json").read_text())
+    del config["input_size"]
+    (tmp_path / "encoder_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="input-size"):
-        load_pretrained_encoder(encoders["smit"][0])
+        load_pretrained_encoder(tmp_path)
+    assert load_pretrained_encoder(tmp_path, input_size=64).input_size == (64, 64, 64)
 
 
 def test_strict_loading_rejects_foreign_weights(encoders, tmp_path):

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
+from dagman.io.atomic import write_csv_atomic
 from dagman.io.dicom_write import derived_uid, write_ct_series, write_localizer, write_non_image
 from dagman.io.synthetic.phantom import chest_phantom
 
@@ -329,7 +330,5 @@ def write_demo_cohort(
         shutil.rmtree(final)
     os.replace(staging, final)
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    tmp = out / ".manifest.csv.tmp"
-    manifest.to_csv(tmp, index=False)
-    os.replace(tmp, out / "manifest.csv")
+    write_csv_atomic(out / "manifest.csv", manifest)
     return manifest
