@@ -11,7 +11,7 @@ rule demo_outcome:
         seed=config["seed"],
         cases=DEMO["outcome"]["cases"],
         positive=DEMO["outcome"]["positive_fraction"],
-    threads: workflow.cores
+    threads: 4  # scaled down to --cores
     log:
         f"{LOGS}/demo/outcome.log",
     conda:
@@ -31,7 +31,7 @@ rule outcome_crops:
         out=lambda wc, output: Path(output.crops).parent,
         spacing=PREP["spacing"],
         crop_size=OUTCOME.get("crop_size"),
-    threads: workflow.cores
+    threads: 4  # scaled down to --cores
     log:
         f"{LOGS}/outcome/crops.log",
     conda:

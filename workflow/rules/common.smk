@@ -3,6 +3,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from dagman.report.figures import planned_figures
+from dagman.report.tables import planned_tables
 from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
@@ -18,6 +20,7 @@ DEMO_PARTS = {
     "lidc": f"{RESULTS}/demo/lidc",
     "outcome": f"{RESULTS}/demo/outcome",
     "nsclc": f"{RESULTS}/demo/nsclc",
+    "raters": f"{RESULTS}/demo/raters",
 }
 LIDC = config.get("lidc", {})
 SPLITS = config["splits"]
@@ -26,6 +29,11 @@ OUTCOME = config.get("outcome", {})
 CLASSIFICATION = config.get("classification", {})
 NSCLC = config.get("nsclc", {})
 SEGMENTATION = config.get("segmentation", {})
+ORGANS = config.get("organs", {})
+ZEROSHOT = config.get("zeroshot", {})
+DIVERSITY = config.get("attention_diversity", {})
+ATTENTION_MAPS = config.get("attention_maps", {})
+ORGANMNIST_NAME = "organmnist3d_64.npz" if DEMO.get("organmnist", {}).get("size") == 64 else "organmnist3d.npz"
 
 
 for _name, _ds in DATASETS.items():
@@ -66,7 +74,7 @@ def pretrain_launcher(wildcards, resources):
 
 
 if PRETRAIN:
-    from dagman.ssl.methods import list_methods
+    from dagman.ssl.methods import get_method, list_methods
     from dagman.ssl.settings import PretrainSettings
 
     for _key, _names in (("pretrain.datasets", PRETRAIN["datasets"]),):
@@ -96,8 +104,13 @@ def check_data_roots():
     ]
     if "dicom_root" in NSCLC and not Path(NSCLC["dicom_root"]).is_dir():
         missing.append(f"nsclc.dicom_root: folder '{NSCLC['dicom_root']}' does not exist")
-    if "cohort_csv" in OUTCOME and not Path(OUTCOME["cohort_csv"]).is_file():
-        missing.append(f"outcome.cohort_csv: file '{OUTCOME['cohort_csv']}' does not exist")
+    for key, section, value in (
+        ("outcome.cohort_csv", OUTCOME, "cohort_csv"),
+        ("zeroshot.cohort_csv", ZEROSHOT, "cohort_csv"),
+        ("organs.npz", ORGANS, "npz"),
+    ):
+        if value in section and not Path(section[value]).is_file():
+            missing.append(f"{key}: file '{section[value]}' does not exist")
     if missing:
         raise ValueError("config error, edit these keys: " + "; ".join(missing))
 
@@ -232,12 +245,105 @@ def finetune_encoder_args(wildcards):
     return f"--encoder {_encoder_dir(method)}"
 
 
+def organmnist_npz(wildcards=None):
+    return f"{RESULTS}/demo/organmnist/{ORGANMNIST_NAME}" if ORGANS.get("demo") else ORGANS["npz"]
+
+
+def organmnist_input(wildcards):
+    path = organmnist_npz()
+    return [path] if ORGANS.get("demo") or Path(path).is_file() else []
+
+
+def zeroshot_cohort_csv(wildcards=None):
+    return f"{DEMO_PARTS['raters']}/raters.csv" if ZEROSHOT.get("demo") else ZEROSHOT["cohort_csv"]
+
+
+def zeroshot_cohort_input(wildcards):
+    """Like outcome_cohort_input: a missing real-data path is caught by check_data_roots, not here."""
+    path = zeroshot_cohort_csv()
+    return [path] if ZEROSHOT.get("demo") or Path(path).is_file() else []
+
+
+def attention_map_targets(wildcards=None):
+    """One overlay per method and per the first `cases` converted series of the dataset (known after conversion)."""
+    if not ATTENTION_MAPS:
+        return []
+    keys = sorted(series_keys(ATTENTION_MAPS["dataset"]))[: ATTENTION_MAPS["cases"]]
+    return expand(f"{RESULTS}/tasks/attention_maps/{{method}}/{{key}}.nii.gz", method=ATTENTION_MAPS["methods"], key=keys)
+
+
+def analysis_targets():
+    targets = []
+    if ORGANS:
+        targets += expand(f"{RESULTS}/tasks/clustering/{{method}}/distances.csv", method=ORGANS["methods"])
+    if ZEROSHOT:
+        targets += expand(f"{RESULTS}/tasks/zeroshot/{{method}}/dice.csv", method=ZEROSHOT["methods"])
+    if DIVERSITY:
+        targets += expand(f"{RESULTS}/tasks/diversity/{{method}}/diversity_summary.csv", method=DIVERSITY["methods"])
+    return targets
+
+
+def segmentation_methods():
+    return list(SEGMENTATION.get("methods", [])) + (["nnunet"] if SEGMENTATION.get("nnunet", {}).get("enabled") else [])
+
+
+def report_inputs(wildcards):
+    """Every result file the tables and figures read, by kind (they are made only for what the config ran)."""
+    task_dir = f"{RESULTS}/tasks"
+    inputs = {
+        "pretrain": expand(f"{RESULTS}/pretrain/{{method}}/metrics.csv", method=PRETRAIN.get("methods", [])),
+        "segmentation": segmentation_targets() if SEGMENTATION else [],
+        "clusters": expand(f"{task_dir}/clustering/{{method}}/distances.csv", method=ORGANS.get("methods", [])),
+        "zeroshot": expand(f"{task_dir}/zeroshot/{{method}}/dice.csv", method=ZEROSHOT.get("methods", [])),
+        "diversity": expand(
+            f"{task_dir}/diversity/{{method}}/diversity_summary.csv", method=DIVERSITY.get("methods", [])
+        ),
+    }
+    if CLASSIFICATION:
+        inputs["classification"] = f"{task_dir}/classification/summary.csv"
+    if ZEROSHOT:
+        inputs["zeroshot_cohort"] = zeroshot_cohort_input(wildcards)
+    return inputs
+
+
+def report_flags(wildcards, input):
+    """The `dagman tables` / `dagman figures` flags naming each result file of `report_inputs`."""
+    def method_of(path, depth):
+        return Path(path).parts[-depth]
+
+    flags = []
+    if CLASSIFICATION:
+        flags.append(f"--classification {Path(input.classification).parent}")
+    if input.segmentation:
+        pairs = [f"{method_of(p, 3)}:{method_of(p, 2)[1:]}={p}" for p in input.segmentation]
+        flags.append("--segmentation " + " ".join(pairs))
+    for flag, kind, keep_file in (
+        ("--pretrain", "pretrain", True),
+        ("--clusters", "clusters", False),
+        ("--zeroshot", "zeroshot", False),
+        ("--diversity", "diversity", True),
+    ):
+        paths = input[kind]
+        if paths:
+            pairs = " ".join(f"{method_of(p, 2)}={p if keep_file else Path(p).parent}" for p in paths)
+            flags.append(f"{flag} {pairs}")
+    if ZEROSHOT:
+        flags.append(f"--zeroshot-cohort {zeroshot_cohort_csv()}")
+    if ATTENTION_MAPS:
+        maps = " ".join(f"{m}={RESULTS}/tasks/attention_maps/{m}" for m in ATTENTION_MAPS["methods"])
+        flags.append(f"--attention-maps {maps}")
+    if DEMO["enabled"]:
+        flags.append("--demo")
+    return " ".join(flags)
+
+
 def split_table(wildcards):
     return SPLIT_TABLES[wildcards.cohort]
 
 
 def all_targets():
-    targets = expand(f"{RESULTS}/pretrain/{{method}}/encoder.pt", method=PRETRAIN.get("methods", []))
+    targets = analysis_targets()
+    targets += expand(f"{RESULTS}/pretrain/{{method}}/encoder.pt", method=PRETRAIN.get("methods", []))
     if CLASSIFICATION:
         targets.append(f"{RESULTS}/tasks/classification/summary.csv")
     if SEGMENTATION:
@@ -278,11 +384,59 @@ if SEGMENTATION:
     for _name in SEGMENTATION["methods"]:
         if _name not in set(PRETRAIN.get("methods", [])) | {"random"}:
             raise ValueError(f"config key segmentation.methods: {_name!r} is not in pretrain.methods nor random")
-for _section, _cfg in (("outcome", OUTCOME), ("nsclc", NSCLC)):
+_pretrained = set(PRETRAIN.get("methods", []))
+for _section, _cfg in (("organs", ORGANS), ("zeroshot", ZEROSHOT), ("attention_diversity", DIVERSITY), ("attention_maps", ATTENTION_MAPS)):
+    for _name in _cfg.get("methods", []):
+        if _name not in _pretrained:
+            raise ValueError(f"config key {_section}.methods: {_name!r} is not in pretrain.methods")
+        _spec = get_method(_name)
+        if _section in ("zeroshot", "attention_maps") and not (_spec.sa or _spec.backbone == "vit"):
+            raise ValueError(f"config key {_section}.methods: {_name!r} has no semantic attention (SA) to read")
+        if _section == "attention_diversity" and _spec.backbone != "swin":
+            raise ValueError(f"config key attention_diversity.methods: {_name!r} is not a Swin encoder")
+    if _cfg.get("dataset") and _cfg["dataset"] not in DATASETS:
+        raise ValueError(f"config key {_section}.dataset: {_cfg['dataset']!r} not in datasets ({', '.join(DATASETS)})")
+for _section, _cfg in (("outcome", OUTCOME), ("nsclc", NSCLC), ("organs", ORGANS), ("zeroshot", ZEROSHOT)):
     if _cfg.get("demo") and not DEMO["enabled"]:
         raise ValueError(f"config key {_section}.demo needs demo.enabled: true")
 if OUTCOME.get("demo") and not DEMO["enabled"]:
     raise ValueError("config key outcome.demo needs demo.enabled: true (or give outcome.cohort_csv)")
+
+
+# The report: which tables and figures this config makes, and their captions.
+TABLE_EXTENSIONS = ("md", "csv", "tex")
+PLANNED_TABLES = planned_tables(
+    CLASSIFICATION.get("tasks", []),
+    CLASSIFICATION.get("methods", []),
+    segmentation_methods(),
+    ORGANS.get("methods", []),
+    ZEROSHOT.get("methods", []),
+    DIVERSITY.get("methods", []),
+)
+PLANNED_FIGURES = planned_figures(
+    CLASSIFICATION.get("tasks", []),
+    CLASSIFICATION.get("methods", []),
+    segmentation_methods(),
+    ORGANS.get("methods", []),
+    ZEROSHOT.get("methods", []),
+    DIVERSITY.get("methods", []),
+    PRETRAIN.get("methods", []),
+    ATTENTION_MAPS.get("methods", []),
+)
+
+
+def caption(kind, name):
+    """workflow/report/<kind>/<name>.rst, or the caption of its family (classification_lidc -> classification)."""
+    folder = Path(workflow.basedir) / "report" / kind
+    for stem in (name, name.split("_")[0]):
+        if (folder / f"{stem}.rst").is_file():
+            return f"../report/{kind}/{stem}.rst"
+    raise ValueError(f"no report caption for {kind[:-1]} {name!r}: add workflow/report/{kind}/{name}.rst")
+
+
+def report_targets():
+    tables = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=PLANNED_TABLES, ext=TABLE_EXTENSIONS)
+    return tables + expand(f"{RESULTS}/figures/{{name}}.{{ext}}", name=PLANNED_FIGURES, ext=("png", "pdf"))
 
 
 wildcard_constraints:

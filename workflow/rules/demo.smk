@@ -29,7 +29,7 @@ rule demo_lidc:
         seed=config["seed"],
         scans=DEMO["lidc"]["scans"],
         max_slices=DEMO["lidc"]["max_slices"],
-    threads: workflow.cores
+    threads: 4  # scaled down to --cores
     log:
         f"{LOGS}/demo/lidc.log",
     conda:

@@ -14,7 +14,7 @@ checkpoint convert:
         case_ids=lambda wc: DATASETS[wc.dataset].get("case_ids", "pseudonym"),
         min_slices=PREP["min_slices"],
         tolerance=PREP["spacing_tolerance"],
-    threads: workflow.cores
+    threads: 4  # scaled down to --cores
     log:
         f"{LOGS}/series/{{dataset}}.log",
     conda:

@@ -8,7 +8,7 @@ rule lidc_annotations:
     params:
         label=lidc_label_args,
         patients=lidc_patient_args,
-    threads: workflow.cores
+    threads: 4  # scaled down to --cores
     log:
         f"{LOGS}/lidc/annotations.log",
     conda:
@@ -34,7 +34,7 @@ rule lidc_nodules:
         crop_size=LIDC.get("crop_size"),
         seg_crop_size=LIDC.get("seg_crop_size"),
         seg_min_volume=LIDC.get("seg_min_volume_mm3"),
-    threads: workflow.cores
+    threads: 4  # scaled down to --cores
     log:
         f"{LOGS}/lidc/nodules.log",
     conda:

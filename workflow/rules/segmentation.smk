@@ -29,7 +29,7 @@ rule nsclc_cases:
         spacing=PREP["spacing"],
         case_ids=NSCLC.get("case_ids"),
         roi_names=" ".join(f"'{n}'" for n in NSCLC.get("roi_names", [])),
-    threads: workflow.cores
+    threads: 4  # scaled down to --cores
     log:
         f"{LOGS}/nsclc/cases.log",
     conda:
@@ -72,7 +72,7 @@ rule nnunet:
     params:
         out=lambda wc, output: Path(output.dice).parent,
         settings=json.dumps(SEGMENTATION.get("nnunet", {}).get("settings", {}), sort_keys=True),
-    threads: workflow.cores
+    threads: 4  # scaled down to --cores
     resources:
         gpu=1 if PRETRAIN.get("gpus", 0) else 0,
     log:
