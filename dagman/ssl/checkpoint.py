@@ -6,7 +6,8 @@ value in it is a tensor, a number, a string or a container of these, so it loads
 ``torch.load(weights_only=True)``: the numpy RNG state is stored as a tensor, not as a pickled array.
 
 The engine (``dagman.ssl.pretrain``) decides what goes in; this module only adds the bookkeeping: RNG states,
-the code version, and the check that a checkpoint belongs to the command that wants to resume it.
+the code version, the check that a checkpoint belongs to the command that wants to resume it, and moving a stale
+run's files aside (never deleting them: a finished checkpoint may be the only copy of days of training).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import torch
 from dagman.io.atomic import atomic_path
 
 __all__ = [
-    "check_resumable",
     "code_version",
     "diff_keys",
     "get_rng_state",
     "load_checkpoint",
+    "move_aside",
+    "resume_conflicts",
     "save_checkpoint",
     "set_rng_state",
 ]
@@ -142,27 +144,23 @@ def diff_keys(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Iter
 _MISSING = object()
 
 
-def check_resumable(
+def resume_conflicts(
     checkpoint: Mapping[str, Any],
-    path: str | os.PathLike[str],
     *,
     method: Mapping[str, Any],
     settings: Mapping[str, Any],
     world_size: int,
     runtime_keys: Iterable[str] = (),
-) -> None:
-    """Refuse to resume a checkpoint written by a different command.
+) -> list[str]:
+    """Why a checkpoint cannot be resumed by a command: one line per differing method field, setting (both
+    values) and process count; empty when it can.
 
     Args:
         checkpoint: the loaded checkpoint (keys "method", "settings", "world_size").
-        path: its file, for the message.
         method: the command's ``MethodSpec.to_dict()``.
         settings: the command's ``PretrainSettings.to_dict()``.
         world_size: the command's number of processes (the data stream depends on it).
         runtime_keys: settings that may change on resume (workers, checkpoint interval, max steps, ...).
-
-    Raises:
-        ValueError: naming every differing method field and setting with both values.
     """
     problems = []
     for label, saved, now, ignore in (
@@ -173,9 +171,27 @@ def check_resumable(
             problems.append(f"{label} {key!r}: checkpoint {saved.get(key)!r}, command {now.get(key)!r}")
     if int(checkpoint.get("world_size", world_size)) != int(world_size):
         problems.append(f"processes: checkpoint {checkpoint.get('world_size')}, command {world_size}")
-    if problems:
-        raise ValueError(
-            f"checkpoint {path} was written by a different pretraining configuration, refusing to mix them: "
-            + "; ".join(problems)
-            + ". Use a new output folder, or rerun with the checkpoint's settings to resume."
-        )
+    return problems
+
+
+def move_aside(folder: str | os.PathLike[str], names: Iterable[str], prefix: str = "stale") -> Path | None:
+    """Move the entries ``names`` of ``folder`` that exist into a new ``folder/<prefix>-<n>/`` (first free n).
+
+    Returns:
+        The new folder, or None when none of the names exists (nothing is created then).
+    """
+    folder = Path(folder)
+    present = [folder / name for name in names if (folder / name).exists()]
+    if not present:
+        return None
+    n = 1
+    while True:
+        dest = folder / f"{prefix}-{n}"
+        try:
+            dest.mkdir()  # exclusive: two processes never pick the same folder
+            break
+        except FileExistsError:
+            n += 1
+    for path in present:
+        os.replace(path, dest / path.name)
+    return dest

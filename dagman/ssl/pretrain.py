@@ -4,12 +4,21 @@
 random crops per CT volume and writes, in ``out_dir``:
 
 - ``settings.json``: resolved settings, method spec, run geometry and code version (written at start);
-- ``metrics.csv``: one row per step (schedules, losses, teacher entropies and ln K, throughput, data wait);
+- ``metrics.partial.csv``: the running log, one row per step (schedules, losses, teacher entropies and ln K,
+  throughput, data wait); a resumed run keeps its rows before the resume step. It is no workflow output, so it
+  survives the clean-up Snakemake does after an interrupted (failed) job;
+- ``metrics.csv``: the same rows, every step from 0, published atomically when the run ends (so in the
+  workflow, which removes a job's outputs before it runs, it exists only for a run that has ended);
 - ``checkpoint.pt``: everything needed to resume exactly (every ``checkpoint_every`` steps, at the end, and
   on SIGTERM/SIGUSR1); rerunning the same command in the same folder resumes;
 - ``encoder.pt``, ``encoder_sa.pt``, ``encoder_config.json``: the teacher's encoder (DINO/iBOT evaluate the
   EMA teacher) exported for ``SwinUNETR(...).swinViT`` with ``strict=True``;
 - ``summary.json``: final step, final losses, wall time, and the largest centre difference between ranks.
+
+A checkpoint of other settings is refused. With ``restart_stale`` (``--restart-stale``, what the workflow
+passes: Snakemake reruns a pretraining only when its settings changed or the user forced it), such a
+checkpoint, or one already at the command's last step, is moved with the rest of its run's files into
+``stale-<n>/`` and training starts from step 0.
 
 Randomness: every step reseeds torch from (seed, step, rank) and draws masks and patch dropout from a
 generator seeded the same way, and the crops depend on (seed, data pass, index) only, so a resumed run
@@ -23,6 +32,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -38,15 +48,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from dagman.io.atomic import write_json_atomic, write_rows_atomic
+from dagman.io.atomic import atomic_path, write_json_atomic, write_rows_atomic
 from dagman.io.crops import TwoCropDataset
 from dagman.models.network import DagmanNetwork, NetworkOutput
 from dagman.models.weights import export_encoder
 from dagman.ssl.checkpoint import (
-    check_resumable,
     code_version,
     get_rng_state,
     load_checkpoint,
+    move_aside,
+    resume_conflicts,
     save_checkpoint,
     set_rng_state,
 )
@@ -69,6 +80,9 @@ from dagman.ssl.settings import RUNTIME_KEYS, PretrainSettings
 __all__ = [
     "CHECKPOINT_NAME",
     "EXIT_INTERRUPTED",
+    "METRICS_NAME",
+    "METRICS_PARTIAL_NAME",
+    "RUN_FILES",
     "StepInfo",
     "TrainingInterrupted",
     "build_student",
@@ -80,6 +94,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.csv"
+METRICS_PARTIAL_NAME = "metrics.partial.csv"
+#: Everything a run writes in its folder: what ``restart_stale`` moves aside together, so that the folder never
+#: mixes two runs' files (say an old encoder.pt beside a new, interrupted checkpoint).
+RUN_FILES = (
+    CHECKPOINT_NAME,
+    METRICS_PARTIAL_NAME,
+    METRICS_NAME,
+    "settings.json",
+    "summary.json",
+    "encoder.pt",
+    "encoder_sa.pt",
+    "encoder_config.json",
+    "tensorboard",
+)
 #: Exit status of ``dagman pretrain`` after SIGTERM/SIGUSR1: checkpoint written, rerun to resume.
 EXIT_INTERRUPTED = 3
 _DISTILLATION = ("ampd", "aitd", "gitd")
@@ -414,25 +443,37 @@ class _StopSignals:
 
 
 class _MetricsLog:
-    """metrics.csv (rows of earlier runs past the resume step are dropped) plus optional TensorBoard."""
+    """The per-step metrics (and optional TensorBoard scalars) of the main process.
+
+    Rows are appended to metrics.partial.csv as steps finish; on resume at ``start`` its rows of steps before
+    ``start`` are kept and later ones (trained after the last checkpoint) dropped. :meth:`publish` copies it to
+    metrics.csv when the run ends.
+    """
 
     def __init__(
         self, out_dir: Path, columns: list[str], start: int, active: bool, tensorboard: bool
     ) -> None:
-        self.path, self.columns, self.active = out_dir / "metrics.csv", columns, active
+        self.partial, self.path = out_dir / METRICS_PARTIAL_NAME, out_dir / METRICS_NAME
+        self.columns, self.active = columns, active
         self.last: dict[str, float] = {}
         self._file = self._writer = self._tb = None
         if not active:
             return
-        kept = []
-        if self.path.exists():
-            with self.path.open(newline="") as handle:
-                kept = [r for r in csv.DictReader(handle) if int(r["step"]) < start]
+        # metrics.csv: a run of an older version kept its only log there
+        kept = max((_rows_before(p, start) for p in (self.partial, self.path)), key=len)
+        if len(kept) < start:
+            log.warning(
+                "%s lacks the metrics of steps %d-%d (removed, cut short, or written by an older version): "
+                "metrics.csv will miss them",
+                self.partial,
+                len(kept),
+                start - 1,
+            )
         if kept:
             self.last = {k: float(v) for k, v in kept[-1].items() if v not in ("", None)}
         # \r\n: csv's default, which the appending writer below uses too
-        write_rows_atomic(self.path, columns, kept, extrasaction="ignore", lineterminator="\r\n")
-        self._file = self.path.open("a", newline="")
+        write_rows_atomic(self.partial, columns, kept, extrasaction="ignore", lineterminator="\r\n")
+        self._file = self.partial.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
         if tensorboard:
             try:
@@ -455,8 +496,94 @@ class _MetricsLog:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
+
+    def publish(self) -> None:
+        """Copy the closed running log to metrics.csv atomically (the run has ended)."""
+        if self.active:
+            with atomic_path(self.path) as tmp:
+                shutil.copyfile(self.partial, tmp)
+
+
+def _rows_before(path: Path, start: int) -> list[dict[str, str]]:
+    """The rows of steps 0, 1, ..., start - 1 in a metrics CSV, up to the first missing, repeated or incomplete
+    row (a row cut short by a killed job); none when the file does not exist."""
+    if start <= 0 or not path.is_file():
+        return []
+    kept: list[dict[str, str]] = []
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if len(kept) == start or None in row or None in row.values():
+                break
+            try:
+                step = int(row["step"])
+            except (KeyError, ValueError):
+                break
+            if step != len(kept):
+                break
+            kept.append(row)
+    return kept
+
+
+def _open_checkpoint(
+    out_dir: Path,
+    spec: MethodSpec,
+    settings: PretrainSettings,
+    ctx: DistContext,
+    stop_at: int,
+    restart_stale: bool,
+) -> dict[str, Any] | None:
+    """The checkpoint in ``out_dir`` to resume from, or None to train from step 0.
+
+    A checkpoint of another method, settings or process count is refused, or with ``restart_stale`` moved
+    aside with the rest of its run; so is one already at ``stop_at`` (nothing left to train) with
+    ``restart_stale``, while without it that one is "resumed" (the outputs are exported again).
+    """
+    path = out_dir / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path, map_location=ctx.device)
+    conflicts = resume_conflicts(
+        ckpt,
+        method=spec.to_dict(),
+        settings=settings.to_dict(),
+        world_size=ctx.world_size,
+        runtime_keys=RUNTIME_KEYS,
+    )
+    step = int(ckpt["step"])
+    if conflicts:
+        reason = "written by a different pretraining configuration: " + "; ".join(conflicts)
+    elif step >= stop_at:
+        reason = f"already at step {step} (this command stops at step {stop_at}: nothing left to train)"
+    else:
+        return ckpt
+    if not restart_stale:
+        if conflicts:
+            raise ValueError(
+                f"checkpoint {path} was {reason}. Refusing to mix them: use a new output folder, rerun with the "
+                "checkpoint's settings to resume, or pass --restart-stale (restart_stale=True) to move that "
+                f"run's files into {out_dir}/stale-<n>/ and train from step 0"
+            )
+        if ctx.is_main:
+            log.info("checkpoint %s is %s; pass --restart-stale to train again from step 0", path, reason)
+        return ckpt
+    barrier(ctx)  # every process has read the checkpoint before the main one moves it
+    if ctx.is_main:
+        dest = move_aside(out_dir, RUN_FILES)
+        log.warning(
+            "checkpoint %s is stale, %s. Moved the previous run's files (%s) to %s (delete it when no longer "
+            "needed); training %s from step 0",
+            path,
+            reason,
+            ", ".join(sorted(p.name for p in dest.iterdir())),
+            dest,
+            spec.name,
+        )
+    barrier(ctx)
+    return None
 
 
 def pretrain(
@@ -466,6 +593,7 @@ def pretrain(
     settings: PretrainSettings,
     *,
     on_step: Callable[[StepInfo], None] | None = None,
+    restart_stale: bool = False,
 ) -> dict[str, Any]:
     """Pretrain one method of the registry, resuming from ``out_dir/checkpoint.pt`` when it exists.
 
@@ -478,6 +606,9 @@ def pretrain(
         out_dir: the run's folder (``results/<run>/pretrain/<method>/`` in the workflow).
         settings: hyper-parameters.
         on_step: called after every step with a :class:`StepInfo`.
+        restart_stale: a checkpoint of other settings, method or process count, or one already at the last
+            step, is moved with its run's other files into ``out_dir/stale-<n>/`` and training starts from
+            step 0 (instead of refusing the first and re-exporting the second).
 
     Returns:
         The summary also written to ``summary.json``.
@@ -485,12 +616,15 @@ def pretrain(
     Raises:
         TrainingInterrupted: SIGTERM/SIGUSR1 arrived; a checkpoint was written (the CLI exits with status 3).
         FloatingPointError: a loss became NaN or infinite; the last good checkpoint is kept.
-        ValueError: a checkpoint in ``out_dir`` belongs to other settings (differing keys named), or bad input.
+        ValueError: a checkpoint in ``out_dir`` belongs to other settings (differing keys named; not with
+            ``restart_stale``), or bad input.
     """
     spec = get_method(method, **settings.method_overrides)
     ctx = setup_distributed(settings.device)
     try:
-        return _pretrain(spec, [Path(c) for c in cache_dirs], Path(out_dir), settings, ctx, on_step)
+        return _pretrain(
+            spec, [Path(c) for c in cache_dirs], Path(out_dir), settings, ctx, on_step, restart_stale
+        )
     finally:
         cleanup_distributed(ctx)
 
@@ -502,6 +636,7 @@ def _pretrain(
     settings: PretrainSettings,
     ctx: DistContext,
     on_step: Callable[[StepInfo], None] | None,
+    restart_stale: bool,
 ) -> dict[str, Any]:
     wall_start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -541,16 +676,8 @@ def _pretrain(
     optimizer = torch.optim.AdamW(param_groups(student), lr=0.0)
     ckpt_path = out_dir / CHECKPOINT_NAME
     start, train_time = 0, 0.0
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=ctx.device)
-        check_resumable(
-            ckpt,
-            ckpt_path,
-            method=spec.to_dict(),
-            settings=settings.to_dict(),
-            world_size=ctx.world_size,
-            runtime_keys=RUNTIME_KEYS,
-        )
+    ckpt = _open_checkpoint(out_dir, spec, settings, ctx, stop_at, restart_stale)
+    if ckpt is not None:
         student.load_state_dict(ckpt["student"])
         teacher.load_state_dict(ckpt["teacher"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -701,6 +828,7 @@ def _pretrain(
             metrics.close()
 
     if ctx.is_main:
+        metrics.publish()
         export_encoder(teacher, out_dir / "encoder.pt", input_size=settings.crop_size)
     centre_diff = 0.0
     for module in losses.values():

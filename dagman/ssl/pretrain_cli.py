@@ -3,7 +3,8 @@
 All hyper-parameters come as one JSON object in ``--settings`` (a string or a file path; the workflow passes
 its config section); the flags below override single keys. Under ``torchrun --nproc_per_node G -m dagman.cli
 pretrain ...`` the processes train together with DDP. Exit status 3 means SIGTERM/SIGUSR1 arrived, a
-checkpoint was written, and rerunning the same command resumes.
+checkpoint was written, and rerunning the same command resumes. A checkpoint of other settings is refused
+(exit status 1) unless ``--restart-stale`` moves it aside.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-steps",
         type=int,
         help="stop after N global steps (quick checks; schedules stay the full run's)",
+    )
+    parser.add_argument(
+        "--restart-stale",
+        action="store_true",
+        help="train from step 0 when OUT holds a checkpoint of other settings, method or process count, or one "
+        "already at the last step: that run's files (checkpoint, metrics, encoder, ...) move to OUT/stale-<n>/ "
+        "instead of being refused or 'resumed' with nothing left to train. An interrupted checkpoint of the "
+        "same settings still resumes. The workflow passes this flag (Snakemake reruns a pretraining only when "
+        "its settings changed or a rerun is forced)",
     )
     parser.add_argument("--list-methods", action="store_true", help="print the method registry and exit")
     parser.add_argument(
@@ -96,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     try:
-        summary = pretrain(args.method, args.cache, args.out, settings)
+        summary = pretrain(args.method, args.cache, args.out, settings, restart_stale=args.restart_stale)
     except TrainingInterrupted as err:
         if rank == 0:
             print(str(err), file=sys.stderr)

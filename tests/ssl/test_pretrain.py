@@ -1,5 +1,6 @@
-"""The pretraining engine and ``dagman pretrain``: exact resume after SIGTERM, no teacher gradients, outputs,
-strict encoder export, every registry method, falling loss, refused mismatched checkpoints, settings parsing.
+"""The pretraining engine and ``dagman pretrain``: exact resume after SIGTERM (metrics of every step kept),
+no teacher gradients, outputs, strict encoder export, every registry method, falling loss, refused mismatched
+checkpoints and ``--restart-stale``, TensorBoard scalars, settings parsing.
 
 Everything runs a tiny Swin (embed 12, depths (2, 2, 2, 2), one head per stage) on 32^3 crops of a synthetic
 cache, with one torch thread (two threads on two busy cores are several times slower than one).
@@ -23,7 +24,7 @@ import torch
 from dagman.ssl import pretrain_cli
 from dagman.ssl.checkpoint import load_checkpoint
 from dagman.ssl.methods import list_methods
-from dagman.ssl.pretrain import EXIT_INTERRUPTED, StepInfo, TrainingInterrupted, pretrain
+from dagman.ssl.pretrain import EXIT_INTERRUPTED, RUN_FILES, StepInfo, TrainingInterrupted, pretrain
 from dagman.ssl.settings import PretrainSettings
 
 TINY = {
@@ -124,6 +125,7 @@ def test_outputs_metrics_and_summary(full_run: dict) -> None:
     for name in (
         "checkpoint.pt",
         "metrics.csv",
+        "metrics.partial.csv",
         "settings.json",
         "summary.json",
         "encoder.pt",
@@ -133,6 +135,7 @@ def test_outputs_metrics_and_summary(full_run: dict) -> None:
         assert (out / name).is_file(), name
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics["step"].tolist() == list(range(6))
+    assert (out / "metrics.csv").read_bytes() == (out / "metrics.partial.csv").read_bytes()
     for column in (
         "lr",
         "weight_decay",
@@ -189,7 +192,8 @@ def test_encoder_loads_strictly_into_swinunetr(full_run: dict) -> None:
 
 def test_sigterm_then_rerun_equals_uninterrupted(full_run: dict, cache: Path, tmp_path: Path) -> None:
     """SIGTERM after step 5 (mid data pass, off the checkpoint interval) writes a checkpoint and stops; the rerun
-    skips the pass's consumed batches and ends bit-identical to the uninterrupted run."""
+    (with --restart-stale, as the workflow runs it) skips the pass's consumed batches and ends bit-identical to
+    the uninterrupted run, its metrics.csv holding every step from 0 although none was published before."""
     settings = PretrainSettings.from_dict(TINY)
 
     def terminate(info: StepInfo) -> None:
@@ -201,7 +205,12 @@ def test_sigterm_then_rerun_equals_uninterrupted(full_run: dict, cache: Path, tm
         pretrain("dagman", [cache], tmp_path, settings, on_step=terminate)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 5
     assert signal.getsignal(signal.SIGTERM) is handler  # the engine's handler is removed again
-    summary = pretrain("dagman", [cache], tmp_path, settings)
+    # metrics.csv appears only when a run ends; the running log holds steps 0-4 and survives
+    assert not (tmp_path / "metrics.csv").exists()
+    assert pd.read_csv(tmp_path / "metrics.partial.csv")["step"].tolist() == list(range(5))
+    with (tmp_path / "metrics.partial.csv").open("a") as handle:
+        handle.write("5,1,0.0")  # a row cut short by a killed job: dropped on resume (step 5 is retrained)
+    summary = pretrain("dagman", [cache], tmp_path, settings, restart_stale=True)
     assert summary["final_step"] == 6
     resumed = load_checkpoint(tmp_path / "checkpoint.pt")
     reference = load_checkpoint(full_run["out"] / "checkpoint.pt")
@@ -212,14 +221,16 @@ def test_sigterm_then_rerun_equals_uninterrupted(full_run: dict, cache: Path, tm
     a, b = pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(full_run["out"] / "metrics.csv")
     assert a["step"].tolist() == list(range(6))
     assert np.array_equal(a["loss"].to_numpy(), b["loss"].to_numpy())
+    assert not list(tmp_path.glob("stale-*"))
 
 
 def test_checkpoint_with_other_settings_is_refused(full_run: dict, cache: Path, tmp_path: Path) -> None:
     """Resuming with another lr or method is refused naming the keys; runtime keys may change."""
     shutil.copy(full_run["out"] / "checkpoint.pt", tmp_path / "checkpoint.pt")
     changed = PretrainSettings.from_dict({**TINY, "lr": 1e-3, "batch_size": 1})
-    with pytest.raises(ValueError, match=r"'batch_size'.*'lr'|'lr'.*'batch_size'"):
+    with pytest.raises(ValueError, match=r"'batch_size'.*'lr'|'lr'.*'batch_size'") as err:
         pretrain("dagman", [cache], tmp_path, changed)
+    assert str(tmp_path / "checkpoint.pt") in str(err.value) and "--restart-stale" in str(err.value)
     with pytest.raises(ValueError, match="method 'masking'"):
         pretrain("smit", [cache], tmp_path, PretrainSettings.from_dict(TINY))
     # A finished run with only runtime keys changed is accepted (nothing left to train).
@@ -227,6 +238,70 @@ def test_checkpoint_with_other_settings_is_refused(full_run: dict, cache: Path, 
         "dagman", [cache], tmp_path, PretrainSettings.from_dict({**TINY, "checkpoint_every": 5})
     )
     assert summary["final_step"] == 6
+    assert pd.read_csv(tmp_path / "metrics.csv").empty  # nothing trained here, no rows to publish
+    assert not list(tmp_path.glob("stale-*"))
+
+
+def test_restart_stale_moves_old_runs_aside_and_trains_from_zero(
+    full_run: dict, cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With restart_stale, a checkpoint already at the command's last step, then one of other settings, each
+    moves aside with its run's files and training starts from step 0 (the retraining of the finished run
+    equals it bit for bit); nothing of the old runs is lost."""
+    out = tmp_path / "run"
+    shutil.copytree(full_run["out"], out)
+    with caplog.at_level("WARNING", logger="dagman.ssl.pretrain"):
+        summary = pretrain("dagman", [cache], out, PretrainSettings.from_dict(TINY), restart_stale=True)
+    assert summary["final_step"] == 6 and "already at step 6" in caplog.text and "stale-1" in caplog.text
+    a, b = pd.read_csv(out / "metrics.csv"), pd.read_csv(full_run["out"] / "metrics.csv")
+    assert a["step"].tolist() == list(range(6))
+    assert np.array_equal(a["loss"].to_numpy(), b["loss"].to_numpy())
+    first = out / "stale-1"
+    assert sorted(p.name for p in first.iterdir()) == sorted(p.name for p in full_run["out"].iterdir())
+    assert (first / "metrics.csv").read_bytes() == (full_run["out"] / "metrics.csv").read_bytes()
+    assert torch.equal(
+        torch.load(out / "encoder.pt", weights_only=True)["patch_embed.proj.weight"],
+        torch.load(first / "encoder.pt", weights_only=True)["patch_embed.proj.weight"],
+    )
+
+    caplog.clear()
+    changed = PretrainSettings.from_dict({**TINY, "lr": 1e-3, "max_steps": 2})
+    with caplog.at_level("WARNING", logger="dagman.ssl.pretrain"):
+        summary = pretrain("dagman", [cache], out, changed, restart_stale=True)
+    assert summary["final_step"] == 2 and "setting 'lr'" in caplog.text and "stale-2" in caplog.text
+    assert pd.read_csv(out / "metrics.csv")["step"].tolist() == [0, 1]
+    assert load_checkpoint(out / "stale-2" / "checkpoint.pt")["step"] == 6
+    assert set(RUN_FILES) >= {p.name for p in out.iterdir()} - {"stale-1", "stale-2"}
+
+
+def test_rows_before_keeps_consecutive_complete_rows(tmp_path: Path) -> None:
+    """The resumed log keeps steps 0..start-1 up to the first repeated, missing or cut-short row."""
+    from dagman.ssl.pretrain import _rows_before
+
+    path = tmp_path / "m.csv"
+    path.write_text("step,loss\n0,1.0\n1,0.9\n2,0.8\n3,0.7\n")
+    assert [r["step"] for r in _rows_before(path, 3)] == ["0", "1", "2"]
+    assert _rows_before(path, 0) == [] and _rows_before(tmp_path / "none.csv", 3) == []
+    path.write_text("step,loss\n0,1.0\n1,0.9\n1,0.9\n2,0.8\n")  # a repeated step
+    assert [r["step"] for r in _rows_before(path, 4)] == ["0", "1"]
+    path.write_text("step,loss\n0,1.0\n1\n")  # cut short inside its first field
+    assert [r["step"] for r in _rows_before(path, 4)] == ["0"]
+
+
+def test_tensorboard_scalars_follow_a_resume(cache: Path, tmp_path: Path) -> None:
+    """With tensorboard on, each step's scalars land in out/tensorboard once, across a resume."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = {**TINY, "tensorboard": True, "checkpoint_every": 1}
+    pretrain("smit", [cache], tmp_path, PretrainSettings.from_dict({**settings, "max_steps": 1}))
+    pretrain("smit", [cache], tmp_path, PretrainSettings.from_dict({**settings, "max_steps": 2}))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    loss = events.Scalars("loss")
+    assert [e.step for e in loss] == [0, 1]
+    logged = pd.read_csv(tmp_path / "metrics.csv")["loss"].tolist()
+    assert [e.value for e in loss] == pytest.approx(logged, rel=1e-6)
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(
@@ -308,8 +383,8 @@ def test_cli_flags_override_settings_and_interrupt_exits_3(
 
     seen = {}
 
-    def fake(method, caches, out, settings):
-        seen.update(method=method, settings=settings)
+    def fake(method, caches, out, settings, restart_stale=False):
+        seen.update(method=method, settings=settings, restart_stale=restart_stale)
         raise TrainingInterrupted(4, out / "checkpoint.pt")
 
     monkeypatch.setattr(engine, "pretrain", fake)
@@ -331,10 +406,12 @@ def test_cli_flags_override_settings_and_interrupt_exits_3(
             "64",
             "64",
             "32",
+            "--restart-stale",
         ]
     )
     assert pretrain_cli.run(args) == EXIT_INTERRUPTED
     assert seen["method"] == "smit" and seen["settings"].batch_size == 3 and seen["settings"].epochs == 5
+    assert seen["restart_stale"] is True
     assert seen["settings"].crop_size == (64, 64, 32)
     bad = parser.parse_args(["--method", "dagman", "--cache", ".", "--out", ".", "--settings", '{"nope": 1}'])
     assert pretrain_cli.run(bad) == 2

@@ -97,11 +97,6 @@ def test_package_code_change_reruns_nothing_unless_forced(wf, mini_run):
     assert _methods(forced, "pretrain", PRETRAIN_METHOD) == {"dagman", "smit"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a finished pretraining leaves checkpoint.pt behind; the rerun that a changed setting (or "
-    "--forcerun) triggers refuses it or resumes at the last step instead of training afresh",
-)
 def test_changed_method_setting_retrains_from_scratch(wf, mini_run, tmp_path):
     workdir = wf.copy_run(mini_run, tmp_path / "run")
     config = wf.config()

@@ -126,11 +126,6 @@ def test_rerun_resumes_from_the_checkpoint_and_completes(interrupted_then_resume
     assert steps and steps[0] in (0, run["checkpoint_step"]) and steps == list(range(steps[0], STEPS))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Snakemake deletes metrics.csv of the failed (interrupted) job, so the resumed run's metrics.csv "
-    "lacks the steps before the checkpoint",
-)
 def test_resumed_metrics_keep_the_steps_before_the_interruption(interrupted_then_resumed):
     with (interrupted_then_resumed["out"] / "metrics.csv").open(newline="") as handle:
         steps = [int(row["step"]) for row in csv.DictReader(handle)]

@@ -52,6 +52,8 @@ rule finetune:
         encoder=finetune_encoder_args,
         settings=json.dumps(CLASSIFICATION.get("settings", {}), sort_keys=True),
     threads: 1
+    resources:
+        gpu=settings_gpus(CLASSIFICATION.get("settings", {})),
     log:
         f"{LOGS}/tasks/classification/{{task}}/{{method}}/{{mode}}/f{{fraction}}/fold{{fold}}.log",
     conda:

@@ -66,6 +66,11 @@ def pretrain_settings_json(method):
     return json.dumps(pretrain_settings(method), sort_keys=True)
 
 
+def settings_gpus(settings):
+    """One GPU for a task job whose settings put it on CUDA (a SLURM job then asks for it), else none."""
+    return 1 if str(settings.get("device", "")).startswith("cuda") else 0
+
+
 def pretrain_launcher(wildcards, resources):
     """`dagman` for one process; torchrun with one process per GPU the job holds for several."""
     if resources.gpu > 1:

@@ -1,5 +1,7 @@
 # Self-supervised pretraining: one job per method, every method a configuration of one engine.
 # An interrupted job (SIGTERM at a SLURM time limit) leaves checkpoint.pt behind; rerunning resumes from it.
+# --restart-stale: a checkpoint of changed settings, or a finished one (--forcerun), moves to stale-<n>/ and
+# training restarts at step 0.
 
 
 rule pretrain:
@@ -25,4 +27,4 @@ rule pretrain:
         "../../envs/dagman.yaml"
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} pretrain --method {wildcards.method}"
-        " --cache {params.caches} --out {params.out} --settings {params.settings:q} > {log} 2>&1"
+        " --cache {params.caches} --out {params.out} --settings {params.settings:q} --restart-stale > {log} 2>&1"

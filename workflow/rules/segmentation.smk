@@ -50,6 +50,8 @@ rule segment:
         encoder=segment_encoder_args,
         settings=json.dumps(SEGMENTATION.get("settings", {}), sort_keys=True),
     threads: 1
+    resources:
+        gpu=settings_gpus(SEGMENTATION.get("settings", {})),
     log:
         f"{LOGS}/tasks/segmentation/{{method}}/f{{fraction}}.log",
     conda:
