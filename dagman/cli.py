@@ -90,7 +90,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dagman.tasks.attention_map_cli",
         "SA attention as a NIfTI overlay on the CT grid and PNGs",
     ),
-    "tables": ("dagman.report.tables_cli", "the report's tables (CSV, Markdown, LaTeX) from the result files"),
+    "tables": (
+        "dagman.report.tables_cli",
+        "the report's tables (CSV, Markdown, LaTeX) from the result files",
+    ),
     "figures": ("dagman.report.figures_cli", "the report's figures (PNG and PDF) from the result files"),
 }
 

@@ -68,8 +68,10 @@ PAINTED_COLUMNS = [
 
 # phantom anatomy is built at half the in-plane resolution and upsampled: 4x faster, fine texture added after
 _PHANTOM_DOWNSAMPLE = 2
-# width of the lung-density rim painted around each nodule
-_RIM_MM = 4.0
+# width of the lung-density rim painted around each nodule: wide enough that a nodule crop shows the nodule in
+# lung rather than the phantom's anatomy, which differs per scan and would otherwise dominate whole-crop
+# embeddings (with 4 mm every encoder, pretrained or not, probed at chance)
+_RIM_MM = 24.0
 
 
 def _uniform_slices(zvals: np.ndarray) -> bool:
@@ -153,7 +155,8 @@ def _paint_nodule(
 
     Spicules never enter ``occupied`` (the bodies painted before), so every painted body keeps its texture.
 
-    Work happens in the body's bounding box padded by three equivalent radii, so it is cheap on 512 x 512 slices.
+    Work happens in the body's bounding box padded by three equivalent radii (at least the rim), so it is cheap on
+    512 x 512 slices.
     """
     from scipy import ndimage
 
@@ -162,7 +165,7 @@ def _paint_nodule(
     zz, yy, xx = np.nonzero(body)
     volume_mm3 = zz.size * float(np.prod(spacing_zyx))
     radius_mm = max((3 * volume_mm3 / (4 * np.pi)) ** (1 / 3), 1.0)
-    pad = np.ceil(3 * radius_mm / spacing_zyx).astype(int)
+    pad = np.ceil(max(3 * radius_mm, _RIM_MM + 2.0) / spacing_zyx).astype(int)  # room for the whole rim
     lo = np.maximum([zz.min(), yy.min(), xx.min()] - pad, 0)
     hi = np.minimum(np.array([zz.max(), yy.max(), xx.max()]) + pad + 1, hu.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))

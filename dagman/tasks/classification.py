@@ -730,6 +730,10 @@ def finetune(
             train_e = embed(enc, train_x, settings.batch_size, device)
             val_e = embed(enc, val_x, settings.batch_size, device)
             model.head.set_standardisation(train_e)
+            # every probe starts from the same neutral head: with few validation cases, early stopping would
+            # otherwise often pick a barely trained, randomly initialised head
+            nn.init.zeros_(model.head.linear.weight)
+            nn.init.zeros_(model.head.linear.bias)
             result = train_binary(
                 model.head,
                 train_e,

@@ -15,9 +15,21 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def _dry_run(repo: Path, config: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*SNAKEMAKE, "-n", "--quiet", "rules", "--configfile", str(config), "--directory", str(config.parent),
-         "--snakefile", str(repo / "workflow" / "Snakefile")],
-        capture_output=True, text=True, timeout=300,
+        [
+            *SNAKEMAKE,
+            "-n",
+            "--quiet",
+            "rules",
+            "--configfile",
+            str(config),
+            "--directory",
+            str(config.parent),
+            "--snakefile",
+            str(repo / "workflow" / "Snakefile"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
