@@ -73,3 +73,48 @@ def test_demo_dataset_without_demo_fails(repo_root, tmp_path, demo_config):
     proc = _dry_run(repo_root, _write(tmp_path, demo_config))
     assert proc.returncode != 0
     assert "datasets.chest.demo" in proc.stdout + proc.stderr
+
+
+def test_variants_plan_their_own_runs(repo_root, tmp_path, demo_config):
+    """A pretraining variant trains its registry method on its own datasets; a classification variant fine-tunes
+    an existing encoder with its own settings; both are listed like methods."""
+    demo_config["pretrain"]["variants"] = {"dagman-chest-only": {"method": "dagman", "datasets": ["chest"]}}
+    demo_config["classification"]["variants"] = {
+        "dagman-pooled": {"method": "dagman", "settings": {"embedding": "pooled"}}
+    }
+    demo_config["classification"]["methods"] += ["dagman-chest-only", "dagman-pooled"]
+    config = _write(tmp_path, demo_config)
+    proc = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-n",
+            "-p",
+            "--configfile",
+            str(config),
+            "--directory",
+            str(config.parent),
+            "--snakefile",
+            str(repo_root / "workflow" / "Snakefile"),
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    variant = next(
+        line for line in out.splitlines() if "--out results/demo/pretrain/dagman-chest-only" in line
+    )
+    assert "--method dagman " in variant and "cache/chest " in variant and "cache/lidc" not in variant
+    pooled = [line for line in out.splitlines() if "--method dagman-pooled" in line]
+    assert pooled and all("--encoder results/demo/pretrain/dagman " in line for line in pooled)
+    assert all('"embedding": "pooled"' in line for line in pooled)
+
+
+def test_variant_of_unknown_method_fails_with_its_key(repo_root, tmp_path, demo_config):
+    demo_config["pretrain"]["variants"] = {"dagman-x": {"method": "dagmann"}}
+    proc = _dry_run(repo_root, _write(tmp_path, demo_config))
+    assert proc.returncode != 0
+    assert "pretrain.methods / method_settings / variants" in proc.stdout + proc.stderr

@@ -50,7 +50,7 @@ rule finetune:
     params:
         out=lambda wc, output: Path(output.metrics).parent,
         encoder=finetune_encoder_args,
-        settings=json.dumps(CLASSIFICATION.get("settings", {}), sort_keys=True),
+        settings=classification_settings_json,
     threads: 1
     resources:
         gpu=settings_gpus(CLASSIFICATION.get("settings", {})),

@@ -25,6 +25,9 @@ DEMO_PARTS = {
 LIDC = config.get("lidc", {})
 SPLITS = config["splits"]
 PRETRAIN = config.get("pretrain", {})
+# pretraining runs: every registry method listed, plus the named variants (a method on other data or settings)
+PRETRAIN_VARIANTS = PRETRAIN.get("variants", {})
+PRETRAIN_RUNS = [*PRETRAIN.get("methods", []), *PRETRAIN_VARIANTS]
 OUTCOME = config.get("outcome", {})
 CLASSIFICATION = config.get("classification", {})
 NSCLC = config.get("nsclc", {})
@@ -57,13 +60,41 @@ if LIDC:
         )
 
 
-def pretrain_settings(method):
-    """The resolved settings of one method: shared settings, then the method's own overrides."""
-    return {**PRETRAIN["settings"], **PRETRAIN["method_settings"].get(method, {})}
+def registry_method(run):
+    """The registry method a pretraining run trains (a variant names its own; a method is itself)."""
+    return PRETRAIN_VARIANTS.get(run, {}).get("method", run)
 
 
-def pretrain_settings_json(method):
-    return json.dumps(pretrain_settings(method), sort_keys=True)
+def pretrain_datasets(run):
+    return PRETRAIN_VARIANTS.get(run, {}).get("datasets", PRETRAIN.get("datasets", []))
+
+
+def pretrain_settings(run):
+    """Resolved settings of one run: shared settings, the method's overrides, then the variant's."""
+    method = registry_method(run)
+    variant = PRETRAIN_VARIANTS.get(run, {}).get("settings", {})
+    return {**PRETRAIN["settings"], **PRETRAIN["method_settings"].get(method, {}), **variant}
+
+
+def pretrain_settings_json(run):
+    return json.dumps(pretrain_settings(run), sort_keys=True)
+
+
+def pretrain_indexes(wildcards):
+    return expand(f"{RESULTS}/cache/{{dataset}}/index.csv", dataset=pretrain_datasets(wildcards.method))
+
+
+CLASSIFICATION_VARIANTS = CLASSIFICATION.get("variants", {})
+
+
+def classification_encoder(method):
+    """The encoder a classification entry fine-tunes (a variant names its own; `random`, `resnet50` as is)."""
+    return CLASSIFICATION_VARIANTS.get(method, {}).get("method", method)
+
+
+def classification_settings_json(wildcards):
+    variant = CLASSIFICATION_VARIANTS.get(wildcards.method, {}).get("settings", {})
+    return json.dumps({**CLASSIFICATION.get("settings", {}), **variant}, sort_keys=True)
 
 
 def settings_gpus(settings):
@@ -82,18 +113,24 @@ if PRETRAIN:
     from dagman.ssl.methods import get_method, list_methods
     from dagman.ssl.settings import PretrainSettings
 
-    for _key, _names in (("pretrain.datasets", PRETRAIN["datasets"]),):
+    _dataset_keys = [("pretrain.datasets", PRETRAIN["datasets"])]
+    _dataset_keys += [(f"pretrain.variants.{n}.datasets", v.get("datasets", [])) for n, v in PRETRAIN_VARIANTS.items()]
+    for _key, _names in _dataset_keys:
         _unknown = [n for n in _names if n not in DATASETS]
         if _unknown:
             raise ValueError(f"config key {_key}: {', '.join(_unknown)} not in datasets ({', '.join(DATASETS)})")
     _valid = list_methods()
-    for _name in [*PRETRAIN["methods"], *PRETRAIN["method_settings"]]:
+    _named = [*PRETRAIN["methods"], *PRETRAIN["method_settings"], *map(registry_method, PRETRAIN_VARIANTS)]
+    for _name in _named:
         if _name not in _valid:
             raise ValueError(
-                f"config key pretrain.methods / method_settings: unknown method {_name!r}; "
+                f"config key pretrain.methods / method_settings / variants: unknown method {_name!r}; "
                 f"valid: {', '.join(_valid)}"
             )
-    for _name in PRETRAIN["methods"]:
+    for _name in PRETRAIN_VARIANTS:
+        if _name in _valid:
+            raise ValueError(f"config key pretrain.variants: {_name!r} is a registry method; give the variant its own name")
+    for _name in PRETRAIN_RUNS:
         try:
             PretrainSettings.from_dict(pretrain_settings(_name))
         except (ValueError, TypeError) as _err:
@@ -201,7 +238,7 @@ def finetune_inputs(wildcards):
         "table": SPLIT_TABLES[wildcards.task],
         "splits": f"{RESULTS}/splits/{wildcards.task}/splits.csv",
     }
-    method = wildcards.method
+    method = classification_encoder(wildcards.method)
     if method == "random":
         inputs["encoder"] = f"{_encoder_dir(CLASSIFICATION['random_arch'])}/encoder.pt"
     elif method != "resnet50":
@@ -227,8 +264,20 @@ def segmentation_targets():
     )
 
 
+SEGMENTATION_TEST_TABLES = {"lidc": f"{RESULTS}/lidc/crops/seg_test.csv", "outcome": f"{RESULTS}/outcome/crops/crops.csv"}
+
+
+def segmentation_tests(wildcards=None):
+    """The test-set case tables of Task 2 by name (LIDC nodules > 3 cc; the labelled cohort's masked crops)."""
+    return {name: SEGMENTATION_TEST_TABLES[name] for name in SEGMENTATION.get("test_sets", [])}
+
+
+def segmentation_test_args(wildcards, input):
+    return "--test " + " ".join(f"{name}={path}" for name, path in segmentation_tests().items())
+
+
 def segment_inputs(wildcards):
-    inputs = {"train": f"{RESULTS}/nsclc/cases.csv", "lidc": f"{RESULTS}/lidc/crops/seg_test.csv"}
+    inputs = {"train": f"{RESULTS}/nsclc/cases.csv", **segmentation_tests()}
     arch = SEGMENTATION["random_arch"] if wildcards.method == "random" else wildcards.method
     inputs["encoder"] = f"{_encoder_dir(arch)}/encoder.pt"
     return inputs
@@ -241,7 +290,7 @@ def segment_encoder_args(wildcards):
 
 
 def finetune_encoder_args(wildcards):
-    method = wildcards.method
+    method = classification_encoder(wildcards.method)
     if method == "resnet50":
         weights = CLASSIFICATION.get("med3d_weights")
         return "--resnet50" + (f" --med3d-weights {weights}" if weights else "")
@@ -296,7 +345,7 @@ def report_inputs(wildcards):
     """Every result file the tables and figures read, by kind (they are made only for what the config ran)."""
     task_dir = f"{RESULTS}/tasks"
     inputs = {
-        "pretrain": expand(f"{RESULTS}/pretrain/{{method}}/metrics.csv", method=PRETRAIN.get("methods", [])),
+        "pretrain": expand(f"{RESULTS}/pretrain/{{method}}/metrics.csv", method=PRETRAIN_RUNS),
         "segmentation": segmentation_targets() if SEGMENTATION else [],
         "clusters": expand(f"{task_dir}/clustering/{{method}}/distances.csv", method=ORGANS.get("methods", [])),
         "zeroshot": expand(f"{task_dir}/zeroshot/{{method}}/dice.csv", method=ZEROSHOT.get("methods", [])),
@@ -348,7 +397,7 @@ def split_table(wildcards):
 
 def all_targets():
     targets = analysis_targets()
-    targets += expand(f"{RESULTS}/pretrain/{{method}}/encoder.pt", method=PRETRAIN.get("methods", []))
+    targets += expand(f"{RESULTS}/pretrain/{{method}}/encoder.pt", method=PRETRAIN_RUNS)
     if CLASSIFICATION:
         targets.append(f"{RESULTS}/tasks/classification/summary.csv")
     if SEGMENTATION:
@@ -367,13 +416,16 @@ def all_targets():
 
 
 if CLASSIFICATION:
-    _pretrained = set(PRETRAIN.get("methods", []))
+    _pretrained = set(PRETRAIN_RUNS)
     for _name in CLASSIFICATION["methods"]:
-        if _name not in _pretrained | {"random", "resnet50"}:
+        if classification_encoder(_name) not in _pretrained | {"random", "resnet50"}:
             raise ValueError(
-                f"config key classification.methods: {_name!r} is neither in pretrain.methods nor a control "
-                "(random, resnet50)"
+                f"config key classification.methods: {_name!r} is neither a pretraining run (pretrain.methods,"
+                " pretrain.variants), a variant of one (classification.variants) nor a control (random, resnet50)"
             )
+    for _name in CLASSIFICATION_VARIANTS:
+        if _name in _pretrained | {"random", "resnet50"}:
+            raise ValueError(f"config key classification.variants: {_name!r} is already a method; rename the variant")
     if "random" in CLASSIFICATION["methods"] and CLASSIFICATION["random_arch"] not in _pretrained:
         raise ValueError("config key classification.random_arch must name a method of pretrain.methods")
     for _task in CLASSIFICATION["tasks"]:
@@ -386,15 +438,17 @@ if CLASSIFICATION:
 if SEGMENTATION:
     if not (NSCLC and LIDC):
         raise ValueError("config key segmentation needs the sections `nsclc` (training) and `lidc` (test set)")
+    if "outcome" in SEGMENTATION["test_sets"] and not OUTCOME:
+        raise ValueError("config key segmentation.test_sets: outcome needs the config section `outcome`")
     for _name in SEGMENTATION["methods"]:
-        if _name not in set(PRETRAIN.get("methods", [])) | {"random"}:
+        if _name not in set(PRETRAIN_RUNS) | {"random"}:
             raise ValueError(f"config key segmentation.methods: {_name!r} is not in pretrain.methods nor random")
-_pretrained = set(PRETRAIN.get("methods", []))
+_pretrained = set(PRETRAIN_RUNS)
 for _section, _cfg in (("organs", ORGANS), ("zeroshot", ZEROSHOT), ("attention_diversity", DIVERSITY), ("attention_maps", ATTENTION_MAPS)):
     for _name in _cfg.get("methods", []):
         if _name not in _pretrained:
             raise ValueError(f"config key {_section}.methods: {_name!r} is not in pretrain.methods")
-        _spec = get_method(_name)
+        _spec = get_method(registry_method(_name))
         if _section in ("zeroshot", "attention_maps") and not (_spec.sa or _spec.backbone == "vit"):
             raise ValueError(f"config key {_section}.methods: {_name!r} has no semantic attention (SA) to read")
         if _section == "attention_diversity" and _spec.backbone != "swin":
@@ -425,7 +479,7 @@ PLANNED_FIGURES = planned_figures(
     ORGANS.get("methods", []),
     ZEROSHOT.get("methods", []),
     DIVERSITY.get("methods", []),
-    PRETRAIN.get("methods", []),
+    PRETRAIN_RUNS,
     ATTENTION_MAPS.get("methods", []),
 )
 

@@ -1,5 +1,6 @@
 # Task 2: tumour segmentation. NSCLC-style CT + RTSTRUCT cases train SwinUNETR with each pretrained encoder
-# (decoder from scratch); Dice per case on the LIDC nodules larger than 3 cc. nnU-Net is the baseline.
+# (decoder from scratch); Dice per case on the LIDC nodules larger than 3 cc and, where the config says so, on the
+# labelled cohort's tumour masks. nnU-Net is the baseline.
 
 
 rule demo_nsclc:
@@ -47,6 +48,7 @@ rule segment:
         metrics=f"{RESULTS}/tasks/segmentation/{{method}}/f{{fraction}}/metrics.json",
     params:
         out=lambda wc, output: Path(output.dice).parent,
+        tests=segmentation_test_args,
         encoder=segment_encoder_args,
         settings=json.dumps(SEGMENTATION.get("settings", {}), sort_keys=True),
     threads: 1
@@ -57,7 +59,7 @@ rule segment:
     conda:
         "../../envs/dagman.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} dagman segment --train {input.train} --test lidc={input.lidc}"
+        "OMP_NUM_THREADS={threads} dagman segment --train {input.train} {params.tests}"
         " {params.encoder} --fraction {wildcards.fraction} --out {params.out}"
         " --settings {params.settings:q} --quiet > {log} 2>&1"
 
@@ -68,11 +70,12 @@ ruleorder: nnunet > segment
 rule nnunet:
     input:
         train=f"{RESULTS}/nsclc/cases.csv",
-        lidc=f"{RESULTS}/lidc/crops/seg_test.csv",
+        tests=lambda wc: list(segmentation_tests().values()),
     output:
         dice=f"{RESULTS}/tasks/segmentation/nnunet/f{{fraction}}/dice.csv",
     params:
         out=lambda wc, output: Path(output.dice).parent,
+        tests=segmentation_test_args,
         settings=json.dumps(SEGMENTATION.get("nnunet", {}).get("settings", {}), sort_keys=True),
     threads: 4  # scaled down to --cores
     resources:
@@ -82,5 +85,5 @@ rule nnunet:
     conda:
         "../../envs/dagman.yaml"
     shell:
-        "dagman nnunet --train {input.train} --test lidc={input.lidc} --fraction {wildcards.fraction}"
+        "dagman nnunet --train {input.train} {params.tests} --fraction {wildcards.fraction}"
         " --out {params.out} --settings {params.settings:q} --quiet > {log} 2>&1"
