@@ -134,7 +134,12 @@ def write_figures(inputs: results.ResultInputs, out_dir: str | os.PathLike[str])
             )
         cohort = results.load_zeroshot_cohort(inputs)
         save(
-            plot_zeroshot_examples(cohort, inputs.zeroshot, results.load_zeroshot(inputs)),
+            plot_zeroshot_examples(
+                cohort,
+                inputs.zeroshot,
+                results.load_zeroshot(inputs),
+                results.percentile_text(results.load_zeroshot_summary(inputs)),
+            ),
             "zeroshot_examples",
         )
     return names

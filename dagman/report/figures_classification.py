@@ -28,15 +28,10 @@ from dagman.report.figures_base import (
     safe_name,
     suptitle,
 )
-from dagman.report.style import CHANCE_COLOUR, method_colour, method_family, sort_methods
+from dagman.report.style import CHANCE_COLOUR, method_colour, method_family, sort_methods, task_title
 
-__all__ = ["FAMILY_TITLES", "TASK_TITLES", "classification_figures", "plot_auc_bars", "task_title"]
+__all__ = ["FAMILY_TITLES", "classification_figures", "plot_auc_bars"]
 
-#: Titles of the known classification tasks (the config's ``classification.tasks`` names).
-TASK_TITLES = {
-    "lidc": "Task 1: lung nodule malignancy (LIDC)",
-    "outcome": "Task 3: immunotherapy response",
-}
 #: Figure-name suffix and title of each method family (``method_family``); "main" has no suffix.
 FAMILY_TITLES = {
     "main": ("", "method comparison"),
@@ -45,11 +40,6 @@ FAMILY_TITLES = {
     "loss": ("_loss", "loss ablation (DAGMaN: all four losses)"),
 }
 _MODES = {"lp": "Linear probing (LP)", "ft": "Fine-tuning (FT)"}
-
-
-def task_title(task: str) -> str:
-    """Readable title of a classification task name."""
-    return TASK_TITLES.get(str(task), f"Task: {task}")
 
 
 def classification_figures(tasks: Iterable[str], methods: Iterable[str]) -> dict[str, tuple[str, list[str]]]:

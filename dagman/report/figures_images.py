@@ -4,7 +4,7 @@
   each case (CT + attention, its own colour bar); the attention-map folder holds no CT, so the PNGs are tiled
   rather than re-rendered (a missing PNG is drawn from the NIfTI alone).
 - ``zeroshot_examples``: cases (rows) x methods (columns), the axial CT slice where the raters' masks are
-  largest, each rater's contour and the method's thresholded attention mask (attention > 90th percentile),
+  largest, each rater's contour and the method's thresholded attention mask (attention above the runs' percentile),
   cropped around the tumour; the panel title gives the case's Dice averaged over raters.
 
 Cases are labelled "case 1", "case 2", ... in sorted case-id order, so no identifier reaches a figure.
@@ -128,8 +128,14 @@ def _load_case(group: pd.DataFrame):
 
 
 @house_style
-def plot_zeroshot_examples(cohort: pd.DataFrame, zeroshot_dirs: dict[str, Path], dice: pd.DataFrame):
-    """Zero-shot examples: ``load_zeroshot_cohort`` rows, each method's folder (masks/), ``load_zeroshot`` rows."""
+def plot_zeroshot_examples(
+    cohort: pd.DataFrame,
+    zeroshot_dirs: dict[str, Path],
+    dice: pd.DataFrame,
+    threshold: str = "90th percentile",
+):
+    """Zero-shot examples: ``load_zeroshot_cohort`` rows, each method's folder (masks/), ``load_zeroshot`` rows;
+    ``threshold`` names the attention threshold the runs used (:func:`~dagman.report.results.percentile_text`)."""
     if cohort.empty or not zeroshot_dirs:
         raise ValueError("zero-shot examples need the raters.csv cohort and at least one zero-shot folder")
     methods = sort_methods(zeroshot_dirs)
@@ -187,7 +193,7 @@ def plot_zeroshot_examples(cohort: pd.DataFrame, zeroshot_dirs: dict[str, Path],
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(labels[case], fontsize=10)
-    suptitle(fig, "Zero-shot tumour localisation: attention > 90th percentile vs expert contours (axial CT)")
+    suptitle(fig, f"Zero-shot tumour localisation: attention > {threshold} vs expert contours (axial CT)")
     handles = [
         Line2D([], [], color=_RATER_COLOUR, ls=RATER_STYLES[k % len(RATER_STYLES)], label=f"rater {k + 1}")
         for k in range(len(raters))

@@ -27,8 +27,7 @@ from dagman.report.figures_base import (
     regime_text,
     suptitle,
 )
-from dagman.report.figures_classification import task_title
-from dagman.report.style import display_name, method_colour, pdr_of, sort_methods
+from dagman.report.style import display_name, method_colour, pdr_of, sort_methods, task_title
 
 __all__ = [
     "ORGAN_COLOURS",
@@ -40,7 +39,7 @@ __all__ = [
     "plot_umap_grid",
 ]
 
-TEST_SET_TITLES = {"lidc": "LIDC nodules > 3 cc", "outcome": "immunotherapy cohort tumours"}
+TEST_SET_TITLES = {"lidc": "LIDC nodules > 3 cc", "outcome": "labelled cohort tumours"}
 #: 11 organ colours (Tol muted + Okabe-Ito), in MedMNIST's class order; separate from the method colours.
 ORGAN_COLOURS = (
     "#CC6677",

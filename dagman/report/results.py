@@ -359,6 +359,14 @@ def load_zeroshot_summary(inputs: ResultInputs) -> pd.DataFrame:
     return table[["method", *[c for c in table.columns if c != "method"]]] if rows else table
 
 
+def percentile_text(summary: pd.DataFrame) -> str:
+    """The attention threshold the zero-shot runs used, as words ("90th percentile"), from their summaries."""
+    values = sorted(set(summary["percentile"].astype(float))) if "percentile" in summary else []
+    if not values:
+        return "the configured percentile"
+    return " / ".join(f"{v:g}th" for v in values) + " percentile"
+
+
 def load_zeroshot_cohort(inputs: ResultInputs) -> pd.DataFrame:
     """The raters.csv (case_id, rater, image, mask) with absolute image and mask paths; empty if not given."""
     from dagman.tasks.zeroshot import RATER_COLUMNS, read_rater_cohort

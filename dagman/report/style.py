@@ -170,3 +170,15 @@ def pdr_of(method: str) -> float | None:
     if match := _PDR_RE.match(method):
         return float(match.group(1))
     return None
+
+
+#: Titles of the classification tasks (the config's ``classification.tasks`` names), for figures and tables.
+TASK_TITLES = {
+    "lidc": "Task 1: lung nodule malignancy (LIDC)",
+    "outcome": "Task 3: outcome classification (labelled cohort)",
+}
+
+
+def task_title(task: str) -> str:
+    """Title of a classification task; unknown names are shown as given."""
+    return TASK_TITLES.get(str(task), f"Task: {task}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from dagman.report.paper_numbers import classification_task_numbers
-from dagman.report.style import display_name, sort_methods
+from dagman.report.style import display_name, sort_methods, task_title
 from dagman.report.tables_render import (
     NOT_RUN,
     Table,
@@ -17,9 +17,7 @@ from dagman.report.tables_render import (
 )
 
 __all__ = [
-    "TASK_TITLES",
     "MODE_NAMES",
-    "task_title",
     "top_fraction",
     "summary_row",
     "auc_cell",
@@ -27,7 +25,6 @@ __all__ = [
     "comparisons_table",
 ]
 
-TASK_TITLES = {"lidc": "Task 1, LIDC nodule malignancy", "outcome": "Task 3, outcome classification"}
 TASK_SHORT = {"lidc": "Task 1 (LIDC)", "outcome": "Task 3 (outcome)"}
 MODE_NAMES = {"lp": "LP", "ft": "FT"}
 _RATES = {"precision": "Precision", "sensitivity": "Sensitivity (recall)", "specificity": "Specificity"}
@@ -35,10 +32,6 @@ _AUC_NOTE = (
     "AUC: held-out test AUC of the fold ensemble (test probabilities averaged over the fold models) with its 95 % "
     "bootstrap CI; AUC folds: mean ± sd over the fold models."
 )
-
-
-def task_title(task: str) -> str:
-    return TASK_TITLES.get(task, f"classification task {task}")
 
 
 def _regime_order(frame: pd.DataFrame) -> list[tuple[float, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from dagman.report.paper_numbers import CLUSTER_DISTANCES, ZEROSHOT_DICE
+from dagman.report.results import percentile_text
 from dagman.report.style import display_name, sort_methods
 from dagman.report.tables_render import NOT_AVAILABLE, Table, fmt_mean_sd, fmt_number
 
@@ -96,8 +97,8 @@ def zeroshot_table(dice: pd.DataFrame, summary: pd.DataFrame) -> Table:
         row["Paper Dice"] = fmt_mean_sd(*paper, 2) if paper else ""
         rows.append(row)
     caption = (
-        "Zero-shot tumour localisation: Dice of the pretrained attention map above its 90th percentile against "
-        "each expert's mask."
+        f"Zero-shot tumour localisation: Dice of the pretrained attention map above its {percentile_text(summary)} "
+        "against each expert's mask."
     )
     notes = [
         "Dice (cases): mean ± sd over cases of each case's mean over raters; Dice (pairs): over all case x rater "

@@ -415,8 +415,8 @@ def all_targets():
 
 
 
+_pretrained = set(PRETRAIN_RUNS)
 if CLASSIFICATION:
-    _pretrained = set(PRETRAIN_RUNS)
     for _name in CLASSIFICATION["methods"]:
         if classification_encoder(_name) not in _pretrained | {"random", "resnet50"}:
             raise ValueError(
@@ -441,9 +441,8 @@ if SEGMENTATION:
     if "outcome" in SEGMENTATION["test_sets"] and not OUTCOME:
         raise ValueError("config key segmentation.test_sets: outcome needs the config section `outcome`")
     for _name in SEGMENTATION["methods"]:
-        if _name not in set(PRETRAIN_RUNS) | {"random"}:
+        if _name not in _pretrained | {"random"}:
             raise ValueError(f"config key segmentation.methods: {_name!r} is not in pretrain.methods nor random")
-_pretrained = set(PRETRAIN_RUNS)
 for _section, _cfg in (("organs", ORGANS), ("zeroshot", ZEROSHOT), ("attention_diversity", DIVERSITY), ("attention_maps", ATTENTION_MAPS)):
     for _name in _cfg.get("methods", []):
         if _name not in _pretrained:
@@ -458,8 +457,6 @@ for _section, _cfg in (("organs", ORGANS), ("zeroshot", ZEROSHOT), ("attention_d
 for _section, _cfg in (("outcome", OUTCOME), ("nsclc", NSCLC), ("organs", ORGANS), ("zeroshot", ZEROSHOT)):
     if _cfg.get("demo") and not DEMO["enabled"]:
         raise ValueError(f"config key {_section}.demo needs demo.enabled: true")
-if OUTCOME.get("demo") and not DEMO["enabled"]:
-    raise ValueError("config key outcome.demo needs demo.enabled: true (or give outcome.cohort_csv)")
 
 
 # The report: which tables and figures this config makes, and their captions.
