@@ -18,6 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from dagman.io.atomic import atomic_path  # noqa: E402
 from dagman.report.style import DEMO_FOOTNOTE, display_name, method_colour  # noqa: E402
 
 P = ParamSpec("P")
@@ -112,12 +113,8 @@ def save_figure(fig: Figure, out_dir: str | os.PathLike[str], name: str, demo: b
     try:
         for fmt in FORMATS:
             path = out / f"{name}.{fmt}"
-            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            try:
+            with atomic_path(path) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=DPI)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
             written.append(path)
     finally:
         plt.close(fig)

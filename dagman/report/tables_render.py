@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from dagman.io.atomic import write_text_atomic
 
 __all__ = [
     "Table",
@@ -188,17 +189,6 @@ def to_latex(table: Table) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- writing
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_table(table: Table, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write ``<name>.csv``, ``<name>.md`` and ``<name>.tex`` into ``out_dir`` (atomically); return the paths."""
     out = Path(out_dir)
@@ -211,6 +201,6 @@ def write_table(table: Table, out_dir: str | os.PathLike[str]) -> list[Path]:
     written = []
     for suffix, text in texts.items():
         path = out / f"{table.name}.{suffix}"
-        _atomic_write(path, text)
+        write_text_atomic(path, text)
         written.append(path)
     return written
