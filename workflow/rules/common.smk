@@ -255,12 +255,10 @@ def nsclc_root_input(wildcards):
 
 
 def segmentation_targets():
-    s = SEGMENTATION
-    methods = list(s["methods"]) + (["nnunet"] if s["nnunet"]["enabled"] else [])
     return expand(
         f"{RESULTS}/tasks/segmentation/{{method}}/f{{fraction}}/dice.csv",
-        method=methods,
-        fraction=[_fraction_label(f) for f in s["fractions"]],
+        method=segmentation_methods(),
+        fraction=[_fraction_label(f) for f in SEGMENTATION["fractions"]],
     )
 
 
